@@ -1,0 +1,36 @@
+# Gatehouse: `make run` to try it, `make test` to check it. Both build .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: run test test-fast bench migrate clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	rm -f $(VENV)/.installed-* && touch $@
+
+## Serve on http://127.0.0.1:8000 with the SQLite default and demo data (seeded on first run).
+run: $(STAMP)
+	$(BIN)/webapp migrate
+	$(BIN)/webapp seed-demo
+	$(BIN)/webapp serve
+
+## The whole suite; set TEST_DATABASE_URL=postgresql://... to run it on PostgreSQL.
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## Everything but the slow crash, load and multi-process tests.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python bench/http_baseline.py
+
+migrate: $(STAMP)
+	$(BIN)/webapp migrate
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

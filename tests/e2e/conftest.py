@@ -1,0 +1,94 @@
+"""Browser tests: the real app in a real uvicorn, driven by Debian's Chromium via Playwright.
+
+`serve()` runs `create_app(settings)` (the suite's per-test `settings`, on SQLite or
+PostgreSQL) in uvicorn on 127.0.0.1, port 0, in a thread; it waits for /readyz and stops the
+server after the test. `open_page(server, javascript=...)` opens a page in a fresh browser
+context that records console errors, page errors and CSP violations.
+
+Playwright's sync API is driven directly (not through pytest-playwright) so that it lives only
+as long as this package's tests: while it runs, the main thread looks like it has a running
+asyncio loop, and the rest of the suite calls DBOS's sync API, which refuses that. The browser
+is /usr/bin/chromium (never Playwright's own download); without it these tests are skipped,
+and `.ci/run` installs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, sync_playwright
+
+from e2e.support import AXE_URL_PATH, CHROMIUM, CHROMIUM_ARGS, LiveServer, Watched, serve_axe
+from webapp.app import create_app
+from webapp.config import Settings
+
+ACTION_TIMEOUT_MS = 10_000
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if CHROMIUM.exists():
+        return
+    skip = pytest.mark.skip(reason=f"{CHROMIUM} is missing (apt-get install chromium)")
+    for item in items:
+        if HERE in Path(str(item.path)).resolve().parents:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="package")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium for this package's tests, closed when they are done."""
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def serve(settings: Settings) -> Iterator[Callable[[], LiveServer]]:
+    """`serve()` starts the app for this test: call it after arranging the database."""
+    started: list[LiveServer] = []
+
+    def start() -> LiveServer:
+        assert not started, "one server per test: DBOS is one per process"
+        server = LiveServer(create_app(settings))
+        started.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def open_page(serve: Any, browser: Browser) -> Iterator[Callable[..., Watched]]:
+    """`open_page(server, javascript=True)`: a page in its own context (its own cookies).
+
+    Depends on `serve` so that the contexts close before the server stops."""
+    contexts: list[BrowserContext] = []
+
+    def open_(server: LiveServer, *, javascript: bool = True) -> Watched:
+        context = browser.new_context(java_script_enabled=javascript)
+        context.set_default_timeout(ACTION_TIMEOUT_MS)
+        contexts.append(context)
+        context.route(f"{server.url}{AXE_URL_PATH}", serve_axe)
+        page = context.new_page()
+        watched = Watched(page, server.url)
+
+        def on_console(message: ConsoleMessage) -> None:
+            if message.type in ("error", "warning"):
+                watched.console.append(f"[{message.type}] {page.url}: {message.text}")
+
+        page.on("console", on_console)
+        page.on("pageerror", lambda error: watched.errors.append(f"[pageerror] {page.url}: {error}"))
+        return watched
+
+    yield open_
+    for context in contexts:
+        context.close()

@@ -1,0 +1,63 @@
+"""The `webapp` command as an operator runs it, in a real subprocess on a fresh directory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import sqlalchemy as sa
+
+
+def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "ENV", "SECRET_KEY")}
+    environment.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "webapp", *args], cwd=cwd, env=environment,
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_migrate_seed_and_create_user_on_a_fresh_directory(tmp_path: Path) -> None:
+    migrated = run(["migrate"], tmp_path)
+    assert migrated.returncode == 0, migrated.stderr
+    assert (tmp_path / "var" / "gatehouse.sqlite").exists()
+
+    seeded = run(["seed-demo"], tmp_path)
+    assert seeded.returncode == 0, seeded.stderr
+    assert "password: gatehouse-demo" in seeded.stdout
+    assert "admin    ada.okafor@example.com" in seeded.stdout
+
+    again = run(["seed-demo"], tmp_path)
+    assert "already has users" in again.stdout
+    assert "admin    ada.okafor@example.com" in again.stdout  # make run prints the logins every time
+
+    created = run(["create-user", "--email", "New.Person@Example.com", "--name", "New Person",
+                   "--role", "approver", "--password", "a-long-enough-password"], tmp_path)
+    assert created.returncode == 0, created.stderr
+    assert "created approver new.person@example.com" in created.stdout
+
+    duplicate = run(["create-user", "--email", "new.person@example.com", "--name", "X",
+                     "--password", "a-long-enough-password"], tmp_path)
+    assert duplicate.returncode == 1
+    assert "already exists" in duplicate.stderr
+
+    weak = run(["create-user", "--email", "weak@example.com", "--name", "W", "--password", "short"], tmp_path)
+    assert weak.returncode == 1 and "at least 12 characters" in weak.stderr
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'var' / 'gatehouse.sqlite'}")
+    try:
+        with engine.connect() as conn:
+            users = conn.execute(sa.text("SELECT count(*) FROM users")).scalar_one()
+            roles = dict(conn.execute(sa.text("SELECT email, role FROM users")).all())
+    finally:
+        engine.dispose()
+    assert users == 31
+    assert roles["new.person@example.com"] == "approver"
+
+
+def test_seed_demo_is_refused_in_production(tmp_path: Path) -> None:
+    result = run(["seed-demo"], tmp_path, ENV="production", SECRET_KEY="s" * 40, EXECUTOR_ID="p1")
+    assert result.returncode == 2
+    assert "refusing to seed demo data" in result.stderr

@@ -1,0 +1,78 @@
+"""Settings: safe development defaults, and production refusing unsafe values."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from webapp.config import ConfigError, Settings
+
+STRONG = "x" * 48
+
+
+def make(**values: object) -> Settings:
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg, arg-type]
+
+
+def test_development_needs_nothing_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DATABASE_URL", "DBOS_SYSTEM_DATABASE_URL", "ENV", "SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    settings = make()
+    settings.check()
+    assert settings.database_url == "sqlite:///var/gatehouse.sqlite"
+    assert settings.system_database_url == "sqlite:///var/gatehouse-dbos.sqlite"
+    assert settings.resolved_log_format == "console"
+
+
+def test_environment_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgres://u:p@db:5432/gate")
+    monkeypatch.setenv("EXECUTOR_ID", "app-7")
+    settings = make()
+    assert settings.database_url == "postgresql://u:p@db:5432/gate"
+    # On PostgreSQL DBOS shares the database (its tables live in the `dbos` schema).
+    assert settings.system_database_url == settings.database_url
+    assert settings.executor_id == "app-7"
+
+
+def test_dotenv_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BASE_URL", raising=False)
+    env_file = tmp_path / ".env"
+    env_file.write_text("BASE_URL=https://gate.example.org\n")
+    assert Settings(_env_file=env_file).base_url == "https://gate.example.org"  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({}, "SECRET_KEY is not set"),
+        ({"secret_key": "short"}, "SECRET_KEY is too weak"),
+        ({"secret_key": STRONG, "executor_id": "local"}, "EXECUTOR_ID is not set"),
+        ({"secret_key": STRONG, "executor_id": "a", "workers": 2}, "several executors need PostgreSQL"),
+    ],
+)
+def test_production_refuses_unsafe_values(values: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        make(env="production", **values).check()
+
+
+def test_production_accepts_safe_values() -> None:
+    settings = make(env="production", secret_key=STRONG, executor_id="app-1", database_url="postgresql://db/g")
+    settings.check()
+    assert settings.resolved_log_format == "json"
+
+
+def test_production_start_without_secret_exits_with_one_clear_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DATABASE_URL")}
+    env["ENV"] = "production"
+    result = subprocess.run(
+        [sys.executable, "-m", "webapp", "serve"], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == ["gatehouse: configuration error: SECRET_KEY is not set; "
+                     "production needs a random secret of 32+ characters"]

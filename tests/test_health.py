@@ -1,0 +1,46 @@
+"""Liveness and readiness, as a load balancer and an operator with curl see them."""
+
+from __future__ import annotations
+
+from starlette.testclient import TestClient
+
+from webapp.db import Database
+
+
+def test_healthz_answers_while_the_process_serves(client: TestClient) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_readyz_checks_both_databases(client: TestClient) -> None:
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready", "checks": {"database": "ok", "dbos": "ok"}}
+    assert response.headers["cache-control"] == "no-store"
+
+
+def test_readyz_says_which_database_is_gone(client: TestClient) -> None:
+    app = client.app
+    healthy = app.state.db  # type: ignore[attr-defined]
+    # Nothing listens on port 1: the app database is unreachable, as after a server crash.
+    app.state.db = Database("postgresql://postgres@127.0.0.1:1/gone")  # type: ignore[attr-defined]
+    try:
+        response = client.get("/readyz")
+    finally:
+        app.state.db.dispose()  # type: ignore[attr-defined]
+        app.state.db = healthy  # type: ignore[attr-defined]
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["checks"]["dbos"] == "ok"
+    assert body["checks"]["database"].startswith("error: OperationalError")
+
+
+def test_readyz_fails_when_dbos_is_down(client: TestClient) -> None:
+    from dbos import DBOS
+
+    DBOS.destroy()
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"] == {"database": "ok", "dbos": "error: RuntimeError: DBOS is not launched"}

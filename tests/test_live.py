@@ -1,0 +1,133 @@
+"""The live feed: audit rows reach SSE clients once, in order, only where the viewer may
+see them; a reconnect with Last-Event-ID replays exactly what was missed."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from starlette.testclient import TestClient
+
+from conftest import sign_in
+from webapp.audit import record_event
+from webapp.db import Database
+from webapp.live import AuditFeed
+from webapp.models import AccessRequest, Resource, ResourceApprover
+
+
+def read_events(client: TestClient, count: int, headers: dict[str, str] | None = None,
+                timeout: float = 10.0) -> list[tuple[int, str]]:
+    """The first `count` (id, data) pairs from /events; fails rather than hangs."""
+    found: list[tuple[int, str]] = []
+    error: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            with client.stream("GET", "/events", headers=headers or {}) as response:
+                assert response.status_code == 200
+                assert response.headers["content-type"].startswith("text/event-stream")
+                event_id, data = None, []
+                for line in response.iter_lines():
+                    if line.startswith("id:"):
+                        event_id = int(line[3:].strip())
+                    elif line.startswith("data:"):
+                        data.append(line[5:].strip())
+                    elif line == "" and event_id is not None:
+                        found.append((event_id, "".join(data)))
+                        event_id, data = None, []
+                        if len(found) >= count:
+                            return
+        except BaseException as exc:  # noqa: BLE001 - reported to the test thread
+            error.append(exc)
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if error:
+        raise error[0]
+    assert len(found) >= count, f"only {len(found)} of {count} events arrived: {found}"
+    return found
+
+
+@pytest.fixture
+def request_of(database: Database, people) -> Iterator[dict[str, int]]:  # type: ignore[no-untyped-def]
+    """Two requests: one by the member (approved by approver), one by approver2 on another resource."""
+    with database.session() as session:
+        mine, other = Resource(name="live-a"), Resource(name="live-b")
+        session.add_all([mine, other])
+        session.flush()
+        session.add(ResourceApprover(resource_id=mine.id, user_id=people["approver"].id))
+        a = AccessRequest(requester_id=people["member"].id, resource_id=mine.id, reason="r" * 12, workflow_id="live-1")
+        b = AccessRequest(requester_id=people["approver2"].id, resource_id=other.id, reason="r" * 12, workflow_id="live-2")
+        session.add_all([a, b])
+        session.flush()
+        ids = {"member": a.id, "other": b.id}
+    yield ids  # type: ignore[misc]
+
+
+def write(database: Database, subject: str, action: str) -> int:
+    with database.session() as session:
+        return record_event(session, actor="test", action=action, subject=subject).id  # type: ignore[return-value]
+
+
+def test_reconnect_replays_exactly_the_missed_events(client: TestClient, database: Database, request_of) -> None:  # type: ignore[no-untyped-def]
+    sign_in(client, "member@example.com")
+    first = write(database, f"request:{request_of['member']}", "request.submitted")
+    hidden = write(database, f"request:{request_of['other']}", "request.submitted")
+    second = write(database, f"request:{request_of['member']}", "request.approved")
+    third = write(database, f"request:{request_of['member']}", "grant.created")
+    events = read_events(client, 2, {"Last-Event-ID": str(first)})
+    assert [event_id for event_id, _ in events] == [second, third]
+    assert hidden not in [event_id for event_id, _ in events]
+    assert "request.approved" in events[0][1]
+
+
+def test_live_events_reach_every_viewer_who_may_see_them(client: TestClient, database: Database,  # type: ignore[no-untyped-def]
+                                                        request_of, app) -> None:
+    sign_in(client, "member@example.com")
+    start = write(database, "user:1", "noise")
+    results: dict[str, list[tuple[int, str]]] = {}
+
+    def listen() -> None:
+        results["member"] = read_events(client, 1, {"Last-Event-ID": str(start)})
+
+    listener = threading.Thread(target=listen)
+    listener.start()
+    write(database, f"request:{request_of['other']}", "request.submitted")  # the member may not see this one
+    wanted = write(database, f"request:{request_of['member']}", "request.approved")
+    listener.join(15)
+    assert [e[0] for e in results["member"]] == [wanted]
+    # The resource's approver sees the same event, and not the other one.
+    approver = TestClient(app)
+    sign_in(approver, "approver@example.com")
+    assert [e[0] for e in read_events(approver, 1, {"Last-Event-ID": str(start)})] == [wanted]
+
+
+def test_signed_out_stream_is_refused(client: TestClient) -> None:
+    assert client.get("/events", headers={"Accept": "text/event-stream", "HX-Request": "true"}).status_code == 401
+
+
+def test_tailer_waits_out_a_hole_then_skips_it(database: Database, settings) -> None:  # type: ignore[no-untyped-def]
+    feed = AuditFeed(database, gap_timeout=0.0)
+    feed._cursor = 10
+    feed._advance([12, 13])  # 11 not committed yet: the cursor stays, 12 and 13 are remembered
+    assert feed._cursor == 10 and feed._delivered_above == {12, 13}
+    feed._advance([11])  # the late commit arrives: everything is contiguous again
+    assert feed._cursor == 13 and not feed._delivered_above
+    feed._advance([15])
+    feed._advance([])  # a hole older than gap_timeout is a rollback: skip it
+    assert feed._cursor == 15
+
+
+def test_a_slow_subscriber_is_dropped_not_buffered(database: Database, settings) -> None:  # type: ignore[no-untyped-def]
+    from webapp.live import FeedEvent
+    from webapp.models import utcnow
+
+    feed = AuditFeed(database, queue_size=2)
+    slow = feed.subscribe()
+    feed.publish([FeedEvent(i, utcnow(), "a", "x", "s", {}) for i in range(1, 4)])
+    assert slow.dropped and slow not in feed.subscribers
+    with database.session() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(AccessRequest)) == 0

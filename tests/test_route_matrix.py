@@ -1,0 +1,166 @@
+"""Every route x every role (and signed out): the status each must get.
+
+Adding a route without adding it to ROUTES fails `test_every_route_is_in_the_table`,
+so no route can ship without a decision about who may call it.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from starlette.routing import Mount, Route
+from starlette.testclient import TestClient
+
+from webapp import auth
+from webapp.db import Database
+from webapp.models import AccessRequest, Grant, ImportJob, Resource, ResourceApprover, utcnow
+from webapp.web.security import CSRF_COOKIE, SESSION_COOKIE, Access
+
+# (method, path template) -> who may call it
+ROUTES: dict[tuple[str, str], Access] = {
+    ("GET", "/healthz"): Access.public,
+    ("GET", "/readyz"): Access.public,
+    ("GET", "/login"): Access.public,
+    ("POST", "/login"): Access.public,
+    ("POST", "/logout"): Access.member,
+    ("GET", "/"): Access.member,
+    ("GET", "/requests/new"): Access.member,
+    ("POST", "/requests"): Access.member,
+    ("GET", "/requests/{request_id:int}"): Access.member,
+    ("POST", "/requests/{request_id:int}/approve"): Access.approver,
+    ("POST", "/requests/{request_id:int}/reject"): Access.approver,
+    ("POST", "/requests/{request_id:int}/cancel"): Access.member,
+    ("POST", "/grants/{grant_id:int}/revoke"): Access.admin,
+    ("GET", "/events"): Access.member,
+    ("GET", "/my/requests"): Access.member,
+    ("GET", "/my/access"): Access.member,
+    ("GET", "/approvals"): Access.approver,
+    ("GET", "/notifications"): Access.admin,
+    ("GET", "/admin/users"): Access.admin,
+    ("POST", "/admin/users"): Access.admin,
+    ("GET", "/admin/users/{user_id:int}"): Access.admin,
+    ("POST", "/admin/users/{user_id:int}/role"): Access.admin,
+    ("POST", "/admin/users/{user_id:int}/active"): Access.admin,
+    ("POST", "/admin/users/{user_id:int}/tokens"): Access.admin,
+    ("POST", "/admin/users/{user_id:int}/tokens/{token_id:int}/revoke"): Access.admin,
+    ("GET", "/admin/resources"): Access.admin,
+    ("POST", "/admin/resources"): Access.admin,
+    ("GET", "/admin/resources/{resource_id:int}"): Access.admin,
+    ("POST", "/admin/resources/{resource_id:int}"): Access.admin,
+    ("GET", "/admin/import"): Access.admin,
+    ("POST", "/admin/import"): Access.admin,
+    ("GET", "/admin/import/{job_id:int}"): Access.admin,
+    ("POST", "/admin/import/{job_id:int}/cancel"): Access.admin,
+    ("POST", "/admin/import/{job_id:int}/resume"): Access.admin,
+    ("POST", "/admin/import/{job_id:int}/retry"): Access.admin,
+}
+STREAMS = {"/events"}
+RANK = {None: -1, "member": 0, "approver": 1, "admin": 2}
+PUBLIC_RANK = {Access.public: -1, Access.member: 0, Access.approver: 1, Access.admin: 2}
+
+
+def declared_routes(app) -> set[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    found = set()
+    for route in app.routes:
+        if isinstance(route, Mount):
+            continue
+        assert isinstance(route, Route)
+        assert hasattr(route.endpoint, "access"), f"{route.path} is not built with guarded_route"
+        for method in route.methods or ():
+            if method != "HEAD":
+                found.add((method, route.path))
+    return found
+
+
+def test_every_route_is_in_the_table(app) -> None:  # type: ignore[no-untyped-def]
+    assert declared_routes(app) == set(ROUTES)
+
+
+def test_the_table_matches_what_the_routes_declare(app) -> None:  # type: ignore[no-untyped-def]
+    for route in app.routes:
+        if isinstance(route, Route):
+            for method in route.methods or ():
+                if method != "HEAD":
+                    assert route.endpoint.access == ROUTES[(method, route.path)], (method, route.path)
+
+
+@pytest.fixture
+def sample_ids(people, database: Database) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    with database.session() as session:
+        resource = Resource(name="matrix-db", kind="database")
+        session.add(resource)
+        session.flush()
+        session.add(ResourceApprover(resource_id=resource.id, user_id=people["approver"].id))
+        principal = auth.Principal(people["admin"].id, "admin@example.com", "Ada", "admin")
+        token, _secret = auth.issue_token(session, user=people["member"], name="m", issued_by=principal, now=utcnow())
+        request = AccessRequest(requester_id=people["member"].id, resource_id=resource.id, reason="matrix reason",
+                                workflow_id="matrix-request", status="approved")
+        session.add(request)
+        session.flush()
+        grant = Grant(request_id=request.id, user_id=people["member"].id, resource_id=resource.id)
+        session.add(grant)
+        job = ImportJob(source="matrix.json", source_kind="file", count=1, seed="matrix", chunk_size=1, page_size=1,
+                        status="finished", workflow_id="matrix-import")
+        session.add(job)
+        session.flush()
+        return {"user_id": people["member"].id, "token_id": token.id, "resource_id": resource.id,  # type: ignore[dict-item]
+                "request_id": request.id, "grant_id": grant.id, "job_id": job.id}
+
+
+def concrete(path: str, ids: dict[str, int]) -> str:
+    return re.sub(r"\{(\w+)(:\w+)?\}", lambda m: str(ids[m.group(1)]), path)
+
+
+def as_role(client: TestClient, database: Database, people, role: str | None) -> None:  # type: ignore[no-untyped-def]
+    """A fresh session for `role` (None: signed out), opened directly to skip password hashing."""
+    client.cookies.clear()
+    client.get("/login")  # the CSRF cookie
+    if role is None:
+        return
+    with database.session() as session:
+        token = auth.open_session(session, people[role], ip="testclient", user_agent="matrix", now=utcnow())
+    client.cookies.set(SESSION_COOKIE, token)
+
+
+@pytest.mark.parametrize("role", [None, "member", "approver", "admin"])
+def test_route_by_role(client: TestClient, database: Database, people, sample_ids, role) -> None:  # type: ignore[no-untyped-def]
+    for (method, template), access in ROUTES.items():
+        as_role(client, database, people, role)
+        path = concrete(template, sample_ids)
+        headers = {"X-CSRF-Token": client.cookies[CSRF_COOKIE]}
+        if path in STREAMS:  # an endless stream: read its status line, then hang up
+            with client.stream(method, path, headers=headers, follow_redirects=False) as response:
+                pass
+        else:
+            response = client.request(method, path, headers=headers, follow_redirects=False)
+        allowed = RANK[role] >= PUBLIC_RANK[access]
+        where = f"{role or 'signed-out'} {method} {path}"
+        if allowed:
+            assert response.status_code < 500, where
+            assert response.status_code != 401, where
+            # 403 from a service rule (e.g. only the requester may cancel) is not the role guard's.
+            assert response.status_code != 403 or "role does not allow" not in response.text, where
+            assert not response.headers.get("location", "").startswith("/login?"), where
+        elif role is None:
+            assert response.status_code == 303, where
+            assert response.headers["location"].startswith("/login?next="), where
+        else:
+            assert response.status_code == 403 and "role does not allow" in response.text, where
+
+
+@pytest.mark.parametrize("headers", [{"HX-Request": "true"}, {"Accept": "application/json"}])
+def test_signed_out_fragments_and_api_calls_get_401(client: TestClient, sample_ids, headers) -> None:  # type: ignore[no-untyped-def]
+    for (method, template), access in ROUTES.items():
+        if access is Access.public:
+            continue
+        response = client.request(method, concrete(template, sample_ids), headers=headers, follow_redirects=False)
+        assert response.status_code == 401, (method, template)
+    if "HX-Request" in headers:
+        assert response.headers["hx-redirect"].startswith("/login?next=")
+
+
+def test_signed_out_static_files_and_probes_are_served(client: TestClient) -> None:
+    assert client.get("/static/app.css").status_code == 200
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/login").status_code == 200

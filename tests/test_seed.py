@@ -1,0 +1,46 @@
+"""The demo organisation is realistic enough to explore and consistent with itself."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import sqlalchemy as sa
+
+from webapp.db import Database
+from webapp.models import AccessRequest, AuditEvent, Grant, RequestStatus, Resource, ResourceApprover, User
+from webapp.passwords import verify_password
+from webapp.seed import DEMO_PASSWORD, database_has_users, seed_demo
+
+
+def test_seed_builds_an_organisation(database: Database, settings) -> None:  # type: ignore[no-untyped-def]
+    with database.session() as session:
+        assert not database_has_users(session)
+        logins = seed_demo(session)
+    with database.session() as session:
+        users = session.scalars(sa.select(User)).all()
+        resources = session.scalars(sa.select(Resource)).all()
+        approvers = session.execute(sa.select(ResourceApprover.resource_id, ResourceApprover.user_id)).all()
+        requests = session.scalars(sa.select(AccessRequest)).all()
+        grants = session.scalars(sa.select(Grant)).all()
+        audited = set(session.scalars(sa.select(AuditEvent.subject)).all())
+        assert database_has_users(session)
+
+    assert 25 <= len(users) <= 40
+    assert len({u.department for u in users}) >= 6
+    assert Counter(u.role for u in users).keys() == {"admin", "approver", "member"}
+    assert {(login.email, login.role) for login in logins} == {(u.email, u.role) for u in users}
+    assert all(u.email.isascii() for u in users)
+    assert verify_password(users[0].password_hash, DEMO_PASSWORD)
+
+    assert 10 <= len(resources) <= 14
+    assert {r.id for r in resources} == {resource_id for resource_id, _ in approvers}
+    assert any(r.auto_approve for r in resources) and any(r.approvals_required > 1 for r in resources)
+
+    # History only: nothing is left pending without a workflow to decide it.
+    assert len(requests) >= 20
+    assert RequestStatus.requested not in {r.status for r in requests}
+    assert {RequestStatus.approved, RequestStatus.rejected}.issubset({r.status for r in requests})
+    approved_ids = {r.id for r in requests if r.status in (RequestStatus.approved, RequestStatus.revoked)}
+    assert {g.request_id for g in grants} == approved_ids
+    assert all(f"request:{r.id}" in audited for r in requests)
+    assert all(g.revoked_at is None or g.revoked_at >= g.granted_at for g in grants)

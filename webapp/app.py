@@ -1,0 +1,98 @@
+"""The app factory: `create_app(settings)` builds one Starlette app.
+
+Its lifespan configures logging, opens the database, launches DBOS (stable executor id,
+pinned application version), registers queues and schedules, and on shutdown lets
+running work finish before tearing DBOS down.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.routing import BaseRoute, Mount
+from starlette.staticfiles import StaticFiles
+
+from webapp import runtime
+from webapp.config import Settings
+from webapp.db import Database, psycopg_url
+from webapp.logs import configure_logging
+from webapp.middleware import (
+    BodySizeLimitMiddleware,
+    RequestContextMiddleware,
+    SecurityHeadersMiddleware,
+)
+from webapp.live import AuditFeed
+from webapp.web import admin, events, health, home, imports, requests
+from webapp.web import auth as auth_pages
+from webapp.web.errors import EXCEPTION_HANDLERS
+from webapp.web.rendering import create_templates
+from webapp.web.security import CSRFCookieMiddleware
+
+log = logging.getLogger(__name__)
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def app_routes() -> list[BaseRoute]:
+    return [
+        *health.routes,
+        *auth_pages.routes,
+        *home.routes,
+        *requests.routes,
+        *events.routes,
+        *admin.routes,
+        *imports.routes,
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings()
+    settings.check()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        configure_logging(settings.log_level, settings.resolved_log_format)
+        database = Database(settings.database_url)
+        app.state.db = database
+        runtime.start_dbos(settings, database)
+        feed = AuditFeed(database, poll_interval=settings.live_poll_interval,
+                         listen_url=None if settings.uses_sqlite else psycopg_url(settings.database_url))
+        app.state.feed = feed
+        try:
+            await runtime.register_queues_and_schedules(settings)
+            await feed.start()
+            log.info(
+                "gatehouse ready",
+                extra={"executor_id": settings.executor_id, "app_version": settings.app_version},
+            )
+            yield
+        finally:
+            log.info("gatehouse shutting down")
+            await feed.stop()
+            await run_in_threadpool(lambda: runtime.stop_dbos(grace_seconds=settings.shutdown_grace_seconds))
+            database.dispose()
+
+    app = Starlette(
+        routes=app_routes(),
+        middleware=[
+            Middleware(RequestContextMiddleware),
+            Middleware(SecurityHeadersMiddleware, hsts=settings.base_url.startswith("https://")),
+            Middleware(BodySizeLimitMiddleware, max_bytes=MAX_BODY_BYTES),
+            Middleware(CSRFCookieMiddleware, secret_key=settings.session_secret,
+                       secure=settings.base_url.startswith("https://")),
+            Middleware(GZipMiddleware, minimum_size=1024),
+        ],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.templates = create_templates()
+    return app

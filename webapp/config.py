@@ -1,0 +1,168 @@
+"""Settings: one typed object read from the environment and an optional `.env` file.
+
+Nothing reads the environment at import time; `Settings()` is built by the CLI or a
+test and handed to `create_app`. Development needs nothing set (SQLite files under
+`var/`); production refuses to start on missing or unsafe values.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET_PLACEHOLDER = "dev-insecure-secret-key-change-me"
+VAR_DIR = Path("var")
+
+
+class ConfigError(Exception):
+    """A setting is missing or unsafe; the message is one line meant for the operator."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    env: Literal["development", "production"] = "development"
+    database_url: str = f"sqlite:///{VAR_DIR}/gatehouse.sqlite"
+    dbos_system_database_url: str | None = None
+    secret_key: str = ""
+    executor_id: str = "local"
+    app_version: str = "0.1.0"
+    workers: int = Field(default=1, ge=1, description="uvicorn worker processes")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] | None = None
+    base_url: str = "http://127.0.0.1:8000"
+
+    slack_webhook_url: str | None = None
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_from: str = "gatehouse@localhost"
+    smtp_starttls: bool = True
+
+    # Queues: (worker concurrency, rate limit count, rate limit period in seconds).
+    slack_concurrency: int = 1
+    slack_rate_limit: int = 1
+    slack_rate_period: float = 1.0
+    email_concurrency: int = 5
+    email_rate_limit: int = 50
+    email_rate_period: float = 30.0
+    queue_polling_interval: float = 0.2
+
+    # On shutdown, how long running workflows may go on before DBOS stops (the rest resume
+    # at the next start with this executor id).
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    # The live feed's poll (SQLite; on PostgreSQL NOTIFY wakes it and this is a fallback).
+    live_poll_interval: float = Field(default=0.25, gt=0)
+    sweep_interval_seconds: int = Field(default=5, ge=1, le=59)
+    # Grants at least this long get a reminder this long before they end.
+    grant_reminder_min_seconds: int = Field(default=8 * 3600, ge=1)
+    grant_reminder_before_seconds: int = Field(default=3600, ge=1)
+
+    # Sessions and sign-in.
+    session_idle_minutes: int = Field(default=60, ge=1)
+    session_absolute_hours: int = Field(default=12, ge=1)
+    login_attempts_per_account: int = 5
+    login_attempts_per_ip: int = 20
+    login_attempt_window_seconds: int = 15 * 60
+    # Request submissions per user.
+    submit_rate_limit: int = 50
+    submit_rate_period: float = 30.0
+
+    # Notification delivery.
+    outbox_concurrency: int = Field(default=10, ge=1)
+    # The send step's retries: attempts in all, first pause, and the factor for each next pause.
+    notify_max_attempts: int = Field(default=5, ge=1)
+    notify_retry_interval_seconds: float = Field(default=2.0, gt=0)
+    notify_backoff_rate: float = Field(default=2.0, ge=1)
+    # One HTTP POST or SMTP conversation may take this long before it counts as failed.
+    notify_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    # Bulk import.
+    # Fetched pages are kept here, keyed by (source, seed, page, results, nat).
+    import_cache_dir: Path = VAR_DIR / "import-cache"
+    # File sources named on the web form must be in this directory (the CLI may read any file).
+    import_files_dir: Path = Path("samples")
+    import_chunk_size: int = Field(default=500, ge=1, le=5000)
+    # People asked for in one API request (randomuser.me serves at most 5,000).
+    import_page_size: int = Field(default=1000, ge=1, le=5000)
+    import_max_count: int = Field(default=1_000_000, ge=1)
+    # The import queue: chunk workflows at once per process, and chunks started per period.
+    import_concurrency: int = Field(default=4, ge=1)
+    import_rate_limit: int = Field(default=50, ge=1)
+    import_rate_period: float = Field(default=1.0, gt=0)
+    # Page fetches: timeout per try, tries in all, first pause and its growth factor.
+    import_fetch_timeout_seconds: float = Field(default=30.0, gt=0)
+    import_fetch_max_attempts: int = Field(default=5, ge=1)
+    import_fetch_retry_interval_seconds: float = Field(default=1.0, gt=0)
+    import_fetch_backoff_rate: float = Field(default=2.0, ge=1)
+    # API pages fetched ahead of the parent workflow, in parallel (0: one page at a time).
+    import_prefetch_pages: int = Field(default=2, ge=0, le=8)
+    # OTLP/HTTP traces endpoint (e.g. http://collector:4318/v1/traces); unset: no tracing.
+    import_otlp_endpoint: str | None = None
+
+    @field_validator("database_url", "dbos_system_database_url")
+    @classmethod
+    def _normalise_postgres_scheme(cls, value: str | None) -> str | None:
+        """`postgres://` (Heroku, compose files) means psycopg 3 to SQLAlchemy 2."""
+        if value and value.startswith("postgres://"):
+            return "postgresql://" + value.removeprefix("postgres://")
+        return value
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def uses_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def system_database_url(self) -> str:
+        """DBOS's own tables: a file next to the app's on SQLite, the same database on PostgreSQL
+        (DBOS keeps them in its `dbos` schema)."""
+        if self.dbos_system_database_url:
+            return self.dbos_system_database_url
+        if self.uses_sqlite:
+            app_file = Path(self.database_url.removeprefix("sqlite:///"))
+            return f"sqlite:///{app_file.with_name(app_file.stem + '-dbos' + app_file.suffix)}"
+        return self.database_url
+
+    @property
+    def resolved_log_format(self) -> str:
+        return self.log_format or ("json" if self.is_production else "console")
+
+    @property
+    def session_secret(self) -> str:
+        return self.secret_key or DEV_SECRET_PLACEHOLDER
+
+    def check(self) -> None:
+        """Refuse unsafe production settings with one clear line (raises ConfigError)."""
+        if not self.is_production:
+            return
+        if not self.secret_key:
+            raise ConfigError("SECRET_KEY is not set; production needs a random secret of 32+ characters")
+        if len(self.secret_key) < 32 or self.secret_key == DEV_SECRET_PLACEHOLDER:
+            raise ConfigError("SECRET_KEY is too weak; use at least 32 random characters")
+        if self.system_database_url.startswith("sqlite") and self.workers > 1:
+            raise ConfigError(
+                "DBOS_SYSTEM_DATABASE_URL is SQLite but WORKERS > 1; "
+                "several executors need PostgreSQL"
+            )
+        if self.executor_id == "local":
+            raise ConfigError(
+                "EXECUTOR_ID is not set; give each production process a stable, distinct id "
+                "so a restart recovers its own workflows"
+            )
+
+
+def generate_secret_key() -> str:
+    return secrets.token_urlsafe(48)

@@ -1,0 +1,84 @@
+"""Form input: parse with a pydantic model, or collect readable per-field errors.
+
+Every value arrives as untrusted text. A model bounds lengths and types, so hostile
+input becomes a 422 with messages tied to fields, never an exception deeper down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class FormModel(BaseModel):
+    """Base for forms: strips whitespace and ignores fields it does not know (csrf_token)."""
+
+    model_config = ConfigDict(str_strip_whitespace=True, extra="ignore")
+
+
+class FormInvalid(Exception):
+    """The submitted values and, per field, what is wrong with them."""
+
+    def __init__(self, errors: dict[str, str], values: Mapping[str, Any]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+        self.values = {k: v for k, v in values.items() if isinstance(v, str) and k != "csrf_token"}
+
+
+def _message(error: Any) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "missing":
+        return "This field is required."
+    if kind == "string_too_short":
+        return f"Enter at least {ctx.get('min_length')} characters."
+    if kind == "string_too_long":
+        return f"Enter at most {ctx.get('max_length')} characters."
+    if kind in ("int_parsing", "int_from_float"):
+        return "Enter a whole number."
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        return "Enter a number in the allowed range."
+    if kind in ("enum", "literal_error"):
+        return "Choose one of the listed options."
+    message = str(error.get("msg", "Invalid value."))
+    return message.removeprefix("Value error, ")
+
+
+def parse_form(model: type[M], values: Mapping[str, Any]) -> M:
+    """Validate `values` (a form or query mapping) into `model`, or raise FormInvalid."""
+    data = {k: v for k, v in values.items() if isinstance(v, str)}
+    unprintable = {k: "This contains characters that are not allowed." for k, v in data.items() if "\x00" in v}
+    if unprintable:  # PostgreSQL cannot store NUL in text; refuse it here, for every field
+        raise FormInvalid(unprintable, data)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors: dict[str, str] = {}
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "__all__"
+            errors.setdefault(field, _message(error))
+        raise FormInvalid(errors, data) from None
+
+
+def parse_query(model: type[M], values: Mapping[str, Any]) -> M:
+    """Like parse_form, but lenient as links should be: a bad parameter falls back to its default."""
+    kept = dict(values)
+    while True:
+        try:
+            return parse_form(model, kept)
+        except FormInvalid as invalid:
+            remaining = {k: v for k, v in kept.items() if k not in invalid.errors}
+            if len(remaining) == len(kept):  # the defaults themselves are invalid: a bug, say so
+                raise
+            kept = remaining
+
+
+def safe_next(target: str | None, default: str = "/") -> str:
+    """Only same-site paths: no scheme, no host, no protocol-relative `//`."""
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")) or "\n" in target or "\r" in target:
+        return default
+    return target

@@ -1,0 +1,66 @@
+"""Every error becomes one kind of answer, chosen in one place.
+
+JSON clients get `{"error": ..., "status": ...}`; htmx gets a small HTML fragment it
+can swap into the toast region; browsers get a full error page.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from webapp.web.rendering import is_htmx, render, wants_json
+
+log = logging.getLogger(__name__)
+
+TITLES = {
+    400: "Bad request",
+    401: "Sign-in required",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Cannot do that now",
+    413: "Request too large",
+    422: "Check your input",
+    429: "Too many requests",
+    500: "Something went wrong",
+    503: "Service unavailable",
+}
+
+
+def error_response(
+    request: Request, status_code: int, detail: str, headers: dict[str, str] | None = None
+) -> Response:
+    title = TITLES.get(status_code, "Error")
+    if wants_json(request):
+        return JSONResponse({"error": detail, "status": status_code}, status_code, headers=headers)
+    headers = dict(headers or {})
+    if is_htmx(request):
+        # Errors land in the toast region whatever element asked.
+        headers.update({"HX-Retarget": "#toasts", "HX-Reswap": "beforeend"})
+    return render(
+        request,
+        "error.html",
+        {"status_code": status_code, "title": title, "detail": detail},
+        block="error_toast",
+        status_code=status_code,
+        headers=headers,
+        fragment_only=is_htmx(request),  # boosted requests too: it lands in the toast region
+    )
+
+
+async def http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    detail = exc.detail if exc.detail else TITLES.get(exc.status_code, "Error")
+    return error_response(request, exc.status_code, str(detail), dict(exc.headers or {}))
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(request, 500, "The server hit an error; it has been logged.")
+
+
+EXCEPTION_HANDLERS = {HTTPException: http_exception, Exception: server_error}

@@ -1,0 +1,72 @@
+"""`GET /events`: one server-sent event stream per browser tab.
+
+Each event is an audit row the viewer may see; its SSE id is the audit id, so a browser
+that reconnects with `Last-Event-ID` first gets what it missed from the table, in order,
+then the live tail. The stream ends cleanly when the server shuts down, and browsers
+reconnect (to another process, behind a load balancer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from webapp.auth import Principal
+from webapp.live import FeedEvent, load_events
+from webapp.web.security import Access, current_principal, guarded_route
+
+HEARTBEAT_SECONDS = 15
+SEND_TIMEOUT_SECONDS = 10
+
+
+def last_event_id(request: Request) -> int | None:
+    raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id") or ""
+    return int(raw) if raw.isdigit() and len(raw) < 19 else None
+
+
+def _render(request: Request, event: FeedEvent, principal: Principal) -> ServerSentEvent:
+    templates = request.app.state.templates
+    html = templates.get_template("_live_event.html").render(event=event, principal=principal)
+    return ServerSentEvent(data=html, event="audit", id=str(event.id))
+
+
+async def events(request: Request) -> Response:
+    """Audit events this viewer may see, replayed from Last-Event-ID and then live."""
+    principal = current_principal(request)
+    feed = request.app.state.feed
+    database = request.app.state.db
+    resume_after = last_event_id(request)
+    subscription = feed.subscribe()  # before the replay, so nothing falls between the two
+
+    async def stream() -> AsyncIterator[ServerSentEvent]:
+        replayed: set[int] = set()
+        try:
+            cursor = resume_after
+            while cursor is not None:  # the backlog, in pages
+                backlog = await run_in_threadpool(load_events, database, after=cursor)
+                for event in backlog:
+                    replayed.add(event.id)
+                    if event.visible_to(principal.id, principal.is_admin):
+                        yield _render(request, event, principal)
+                cursor = backlog[-1].id if len(backlog) == 500 else None
+            while True:
+                event = await subscription.queue.get()
+                if event is None:  # the server is shutting down
+                    return
+                if event.id in replayed or not event.visible_to(principal.id, principal.is_admin):
+                    continue
+                yield _render(request, event, principal)
+        finally:
+            feed.unsubscribe(subscription)
+
+    return EventSourceResponse(
+        stream(), ping=HEARTBEAT_SECONDS, send_timeout=SEND_TIMEOUT_SECONDS,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+routes = [guarded_route("/events", events, access=Access.member)]

@@ -1,0 +1,75 @@
+"""One way to answer with HTML: the whole page, or one block of it for htmx.
+
+A page template defines named blocks for its parts; an htmx request (or `?fragment=`)
+gets just the block, so one file serves both and fragments work with curl.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from jinja2_fragments.starlette import Jinja2Blocks
+from starlette.requests import Request
+from starlette.responses import Response
+
+from webapp.durations import describe, time_left
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent.parent / "templates"
+
+
+def is_htmx(request: Request) -> bool:
+    return request.headers.get("hx-request") == "true"
+
+
+def wants_fragment(request: Request) -> bool:
+    """htmx asking for a part (boosted links and forms want the whole page), or curl's `?fragment=1`."""
+    boosted = request.headers.get("hx-boosted") == "true"
+    return (is_htmx(request) and not boosted) or bool(request.query_params.get("fragment"))
+
+
+def wants_json(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return "application/json" in accept and "text/html" not in accept
+
+
+def request_context(request: Request) -> dict[str, Any]:
+    """What every template may use: who is signed in and the CSRF token for forms."""
+    state = request.scope.get("state", {})
+    return {"principal": state.get("principal"), "csrf_token": state.get("csrf_token", "")}
+
+
+def create_templates() -> Jinja2Blocks:
+    templates = Jinja2Blocks(directory=str(TEMPLATE_DIR), context_processors=[request_context])
+    templates.env.autoescape = True
+    templates.env.filters["duration"] = describe
+    templates.env.filters["time_left"] = time_left
+    templates.env.trim_blocks = True
+    templates.env.lstrip_blocks = True
+    return templates
+
+
+def render(
+    request: Request,
+    name: str,
+    context: dict[str, Any] | None = None,
+    *,
+    block: str | None = None,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+    fragment_only: bool = False,
+) -> Response:
+    """Render `name`; for htmx requests (or `?fragment=1`, or `fragment_only`) render only `block`."""
+    templates: Jinja2Blocks = request.app.state.templates
+    fragment = block if block and (fragment_only or wants_fragment(request)) else None
+    response = templates.TemplateResponse(
+        request,
+        name,
+        context or {},
+        status_code=status_code,
+        headers=headers,
+        **({"block_name": fragment} if fragment else {}),
+    )
+    if block:
+        response.headers.append("Vary", "HX-Request")
+    return response
