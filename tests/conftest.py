@@ -1,0 +1,213 @@
+"""Fixtures shared by the whole suite.
+
+Every test runs on SQLite by default, and on PostgreSQL when TEST_DATABASE_URL points
+at a server: the session then creates its own databases (app and DBOS system) with a
+random name and drops them at the end; the shared ones are never touched. Each test
+starts from empty tables and an empty DBOS system database.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from dbos import DBOS
+from sqlalchemy.engine import make_url
+from sqlmodel import SQLModel
+from starlette.testclient import TestClient
+
+from webapp import models  # noqa: F401 - registers the tables
+from webapp.app import create_app
+from webapp.config import Settings
+from webapp.db import Database
+from webapp.migrate import upgrade
+
+pytest_plugins = ["receivers"]  # SMTP and webhook servers on loopback (tests/receivers.py)
+
+_exit_status = 0
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    global _exit_status
+    _exit_status = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Leave without joining DBOS executor threads: workflows of earlier tests wait in
+    DBOS.recv for hours, and DBOS.destroy() does not wake them (see `webapp serve`)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_exit_status)
+
+
+TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
+
+
+def _server_url(url: str, database: str) -> str:
+    return make_url(url).set(database=database).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def database_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(app database URL, DBOS system database URL), created and migrated once a session."""
+    server = os.environ.get("TEST_DATABASE_URL")
+    if not server:
+        directory = tmp_path_factory.mktemp("db")
+        app_url = f"sqlite:///{directory / 'app.sqlite'}"
+        upgrade(app_url)
+        yield app_url, f"sqlite:///{directory / 'dbos.sqlite'}"
+        return
+
+    name = f"gatehouse_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(_server_url(server, "postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}_dbos"'))
+    app_url = _server_url(server, name)
+    try:
+        upgrade(app_url)
+        yield app_url, _server_url(server, f"{name}_dbos")
+    finally:
+        with admin.connect() as conn:
+            for db in (name, f"{name}_dbos"):
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def on_postgres(database_urls: tuple[str, str]) -> bool:
+    return database_urls[0].startswith("postgresql")
+
+
+def empty_app_tables(engine: sa.Engine) -> None:
+    """Delete every app row, and the datasource checkpoints that DBOS keeps beside them."""
+    tables = [t.name for t in SQLModel.metadata.sorted_tables]
+    postgres = engine.dialect.name == "postgresql"
+    checkpoint_schema = "dbos" if postgres else None
+    with engine.begin() as conn:
+        if postgres:
+            conn.execute(sa.text("SET LOCAL lock_timeout = '20s'"))  # fail loudly, never hang
+            conn.execute(sa.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in reversed(tables):
+                conn.execute(sa.text(f"DELETE FROM {table}"))
+            conn.execute(sa.text("DELETE FROM sqlite_sequence"))
+        if sa.inspect(conn).has_table("datasource_outputs", schema=checkpoint_schema):
+            qualified = f"{checkpoint_schema}.datasource_outputs" if postgres else "datasource_outputs"
+            conn.execute(sa.text(f"DELETE FROM {qualified}"))
+
+
+def end_leftover_connections(app_url: str, system_url: str) -> None:
+    """Close every connection an earlier test left open on this session's PostgreSQL databases.
+
+    DBOS.destroy() does not stop executor threads that wait in DBOS.recv; when one of them
+    wakes it may hold a lock, and TRUNCATE (which needs an exclusive lock) would wait for it
+    forever. Each test starts its own app, so nothing still connected belongs to this test."""
+    names = [make_url(url).database for url in (app_url, system_url)]
+    engine = sa.create_engine(app_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(
+                sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = ANY(:names) AND pid <> pg_backend_pid()"),
+                {"names": names},
+            )
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def settings(database_urls: tuple[str, str], tmp_path: Path) -> Settings:
+    """Settings for one test, over empty tables and an empty DBOS system database."""
+    app_url, system_url = database_urls
+    if app_url.startswith("postgresql"):
+        end_leftover_connections(app_url, system_url)
+    engine = sa.create_engine(app_url)
+    try:
+        empty_app_tables(engine)
+    finally:
+        engine.dispose()
+    DBOS.reset_system_database(system_database_url=system_url, truncate=True)
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        env="development",
+        database_url=app_url,
+        dbos_system_database_url=system_url,
+        secret_key=TEST_SECRET,
+        executor_id="test-executor",
+        app_version="test",
+        log_format="console",
+        log_level="WARNING",
+        queue_polling_interval=0.05,
+        # Workflows that sleep for hours (grants) would hold every test's shutdown otherwise.
+        shutdown_grace_seconds=0.5,
+    )
+
+
+@pytest.fixture
+def app(settings: Settings):  # type: ignore[no-untyped-def]
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    """A client whose `with` block runs the lifespan: DBOS is launched for the test."""
+    with TestClient(app, base_url="http://testserver") as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def database(settings: Settings) -> Iterator[Database]:
+    """Direct access to the app tables, for arranging and asserting."""
+    db = Database(settings.database_url)
+    try:
+        yield db
+    finally:
+        db.dispose()
+
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def people(database: Database) -> dict[str, "models.User"]:
+    """One person per role (plus a second approver), all with PASSWORD."""
+    from webapp.accounts import create_user
+
+    specs = {
+        "admin": ("admin@example.com", "Ada Admin", "admin", "Security"),
+        "approver": ("approver@example.com", "Arlo Approver", "approver", "Platform"),
+        "approver2": ("approver2@example.com", "Bea Approver", "approver", "Platform"),
+        "member": ("member@example.com", "Mo Member", "member", "Engineering"),
+    }
+    with database.session() as session:
+        return {
+            key: create_user(session, email=email, name=name, password=PASSWORD, role=role, department=dept)
+            for key, (email, name, role, dept) in specs.items()
+        }
+
+
+def csrf_token(client: TestClient) -> str:
+    """The CSRF token the browser holds (fetching a page first if it has none yet)."""
+    if "gh_csrf" not in client.cookies:
+        client.get("/login")
+    return client.cookies["gh_csrf"]
+
+
+def sign_in(client: TestClient, email: str, password: str = PASSWORD) -> None:
+    response = client.post("/login", data={"email": email, "password": password, "csrf_token": csrf_token(client)},
+                           follow_redirects=False)
+    assert response.status_code == 303, response.text
+    assert "gh_session" in client.cookies
+
+
+def post_form(client: TestClient, url: str, data: dict[str, object] | None = None, **kwargs: object):  # type: ignore[no-untyped-def]
+    """A plain HTML form post, as a browser without JavaScript sends it."""
+    return client.post(url, data={**(data or {}), "csrf_token": csrf_token(client)},
+                       follow_redirects=False, **kwargs)  # type: ignore[arg-type]
