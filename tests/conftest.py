@@ -8,8 +8,11 @@ starts from empty tables and an empty DBOS system database.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import os
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -155,11 +158,49 @@ def app(settings: Settings):  # type: ignore[no-untyped-def]
     return create_app(settings)
 
 
+STOP_WATCH_SECONDS = 30.0
+
+
+def _dump_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    """Print every task of the app's event loop (py-spy and faulthandler see only threads),
+    to the terminal pytest started with: its capture would hold the text back until the
+    test ends, which a hang never does."""
+    out = io.StringIO()
+    for task in asyncio.all_tasks(loop):
+        print(f"\n--- still running at shutdown: {task!r}", file=out)
+        task.print_stack(file=out)
+    capture = _pytest_config.pluginmanager.getplugin("capturemanager") if _pytest_config else None
+    if capture is not None:
+        capture.suspend_global_capture(in_=True)
+    try:
+        sys.stderr.write(out.getvalue())
+        sys.stderr.flush()
+    finally:
+        if capture is not None:
+            capture.resume_global_capture()
+
+
+_pytest_config: pytest.Config | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _pytest_config
+    _pytest_config = config
+
+
 @pytest.fixture
 def client(app) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
-    """A client whose `with` block runs the lifespan: DBOS is launched for the test."""
+    """A client whose `with` block runs the lifespan: DBOS is launched for the test.
+
+    If the app takes more than STOP_WATCH_SECONDS to stop, its event loop's tasks are
+    printed, so a hang in shutdown names the coroutine that waits."""
     with TestClient(app, base_url="http://testserver") as test_client:
         yield test_client
+        loop = test_client.portal.call(asyncio.get_running_loop)  # type: ignore[union-attr]
+        watch = threading.Timer(STOP_WATCH_SECONDS, lambda: loop.call_soon_threadsafe(_dump_tasks, loop))
+        watch.daemon = True
+        watch.start()
+    watch.cancel()
 
 
 @pytest.fixture

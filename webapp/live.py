@@ -31,6 +31,18 @@ from webapp.models import AccessRequest, AuditEvent, Grant, ResourceApprover
 
 log = logging.getLogger(__name__)
 BATCH = 500
+STOP_SECONDS = 5.0
+
+
+async def _cancel_within(task: asyncio.Task[Any], seconds: float, what: str) -> None:
+    """Cancel `task` and wait at most `seconds` for it to end (`asyncio.wait_for` would wait
+    as long as the task takes to honour the cancellation)."""
+    task.cancel()
+    done, _pending = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        log.warning("%s did not stop within %s s; leaving it behind", what, seconds)
+    elif not task.cancelled() and task.exception() is not None:
+        log.warning("%s ended with an error", what, exc_info=task.exception())
 
 
 @dataclass(frozen=True)
@@ -123,13 +135,13 @@ class AuditFeed:
         self._task = asyncio.create_task(self._run(), name="audit-feed")
 
     async def stop(self) -> None:
-        """Close every stream (browsers reconnect, maybe to another process) and stop tailing."""
+        """Close every stream (browsers reconnect, maybe to another process) and stop tailing.
+
+        Bounded: a tailer stuck in a database call must not hold up the server's shutdown."""
         for subscription in list(self.subscribers):
             self._close(subscription)
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await _cancel_within(self._task, STOP_SECONDS, "live feed tailer")
 
     def subscribe(self) -> Subscription:
         subscription = Subscription(asyncio.Queue(self.queue_size))
@@ -171,9 +183,7 @@ class AuditFeed:
                     await asyncio.sleep(1)
         finally:
             if listener is not None:
-                listener.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await listener
+                await _cancel_within(listener, STOP_SECONDS / 2, "live feed LISTEN connection")
 
     async def poll_once(self) -> list[FeedEvent]:
         if not self.subscribers:
