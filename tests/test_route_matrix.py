@@ -51,6 +51,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/admin/import"): Access.admin,
     ("POST", "/admin/import"): Access.admin,
     ("GET", "/admin/import/{job_id:int}"): Access.admin,
+    ("GET", "/admin/import/{job_id:int}/events"): Access.admin,  # the sample job has finished: the stream ends
     ("POST", "/admin/import/{job_id:int}/cancel"): Access.admin,
     ("POST", "/admin/import/{job_id:int}/resume"): Access.admin,
     ("POST", "/admin/import/{job_id:int}/retry"): Access.admin,
