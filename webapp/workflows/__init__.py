@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from webapp.config import Settings
+from webapp.workflows.sweep import schedule as sweep_schedule
+from webapp.workflows.sweep import sweep_workflow
 
 
 @dataclass(frozen=True)
@@ -33,10 +35,15 @@ def queue_specs(settings: Settings) -> list[QueueSpec]:
             {"limit": settings.email_rate_limit, "period": settings.email_rate_period},
         ),
         QueueSpec("outbox", settings.outbox_concurrency),
-        QueueSpec("import", settings.import_concurrency, {"limit": settings.import_rate_limit, "period": settings.import_rate_period}),
+        QueueSpec(
+            "import",
+            settings.import_concurrency,
+            {"limit": settings.import_rate_limit, "period": settings.import_rate_period},
+        ),
     ]
 
 
 def schedule_specs(settings: Settings) -> list[Any]:
     """Every DBOS schedule; applied atomically at each start, so edits take effect."""
-    return []
+    return [{"schedule_name": "sweep", "workflow_fn": sweep_workflow,
+             "schedule": sweep_schedule(settings.sweep_interval_seconds)}]

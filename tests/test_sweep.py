@@ -1,0 +1,59 @@
+"""The sweep schedule: pending requests past their TTL with no workflow waiting expire, with
+an audit event; a request whose workflow still waits is left to it."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from dbos import DBOS
+from starlette.testclient import TestClient
+
+from conftest import sign_in
+from test_access_lifecycle import REASON, make_resource, status_of, submit, wait_for
+from webapp.app import create_app
+from webapp.db import Database
+from webapp.models import AccessRequest, AuditEvent, utcnow
+from webapp.workflows.sweep import schedule
+
+
+def test_schedule_is_every_n_seconds() -> None:
+    assert schedule(5) == "*/5 * * * * *"
+
+
+def test_orphaned_requests_expire_and_waiting_ones_are_left(settings, database: Database,  # type: ignore[no-untyped-def]
+                                                             people: dict[str, Any]) -> None:
+    resource_id = make_resource(database, people)
+    long_ago = utcnow() - timedelta(hours=1)
+    with database.session() as session:
+        orphan = AccessRequest(requester_id=people["member"].id, resource_id=resource_id, reason=REASON,
+                               workflow_id="gone-workflow", created_at=long_ago, pending_until=long_ago)
+        fresh = AccessRequest(requester_id=people["admin"].id, resource_id=resource_id, reason=REASON,
+                              workflow_id="gone-too", pending_until=utcnow() + timedelta(hours=1))
+        session.add_all([orphan, fresh])
+        session.flush()
+        orphan_id, fresh_id = orphan.id, fresh.id
+
+    with TestClient(create_app(settings.model_copy(update={"sweep_interval_seconds": 1}))) as client:
+        sign_in(client, people["member"].email)
+        # A real request whose workflow waits in DBOS.recv, made overdue behind its back.
+        waiting_id = submit(client, make_resource(database, people, "wiki"))
+        with database.session() as session:
+            session.execute(sa.update(AccessRequest).where(AccessRequest.id == waiting_id)
+                            .values(pending_until=long_ago))
+
+        wait_for(lambda: status_of(database, orphan_id) == "expired", timeout=20, what="the sweep")
+        ticks = wait_for(lambda: [w for w in DBOS.list_workflows(schedule_name="sweep", status="SUCCESS")
+                                  if (w.output or {}).get("overdue") == 1] or None, timeout=10,
+                         what="a tick that saw only the waiting request")
+        assert ticks
+        time.sleep(0.2)
+        assert status_of(database, waiting_id) == "requested", "its own workflow expires it, not the sweep"
+        assert status_of(database, fresh_id) == "requested"
+
+    with database.session() as session:
+        events = session.execute(sa.select(AuditEvent.actor, AuditEvent.action)
+                                 .where(AuditEvent.subject == f"request:{orphan_id}")).all()
+    assert [tuple(e) for e in events] == [("sweep", "request.expired")], "expired once, audited once"

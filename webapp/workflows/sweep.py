@@ -1,0 +1,77 @@
+"""The sweep: a DBOS schedule (every SWEEP_INTERVAL_SECONDS, once across all processes).
+
+A request's own workflow expires it when its pending TTL passes. The sweep catches the
+requests no workflow is waiting for any more (the workflow was cancelled from the ops
+console, failed, or was never started because the row was written by hand or by an older
+version): it expires those, with an audit event, so they reach browsers through the same
+live feed as every other change. A workflow that is still PENDING or ENQUEUED is left
+alone, even if its process is down: recovery will let it expire the request itself.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from dbos import DBOS
+
+from webapp.audit import record_event
+from webapp.db import datasource
+from webapp.models import AccessRequest, RequestStatus, utcnow
+
+WAITING = {"PENDING", "ENQUEUED"}
+# A workflow expires its own request as its TTL ends; look only at requests overdue by more.
+GRACE = timedelta(seconds=30)
+BATCH = 500
+
+
+def schedule(interval_seconds: int) -> str:
+    """Cron with a seconds field: every `interval_seconds` seconds (a divisor of 60 is exact)."""
+    return f"*/{interval_seconds} * * * * *"
+
+
+@datasource.transaction()
+def overdue_requests(before: str) -> list[dict[str, Any]]:
+    """Pending requests whose TTL ended before `before` (ISO time), oldest first."""
+    session = datasource.session()
+    rows = session.execute(
+        sa.select(AccessRequest.id, AccessRequest.workflow_id)
+        .where(AccessRequest.status == RequestStatus.requested,
+               AccessRequest.pending_until < datetime.fromisoformat(before))  # type: ignore[operator]
+        .order_by(AccessRequest.pending_until).limit(BATCH)
+    ).all()
+    return [{"id": row.id, "workflow_id": row.workflow_id} for row in rows]
+
+
+def waiting_workflows(workflow_ids: list[str]) -> list[str]:
+    """Those of `workflow_ids` that DBOS still runs or will run."""
+    found = DBOS.list_workflows(workflow_ids=workflow_ids, load_input=False, load_output=False)
+    return [w.workflow_id for w in found if w.status in WAITING]
+
+
+@datasource.transaction()
+def expire_orphan(request_id: int) -> bool:
+    """Expire one request nobody waits for (a no-op if it was decided meanwhile)."""
+    session = datasource.session()
+    request = session.get(AccessRequest, request_id, with_for_update=True)
+    if request is None or request.status != RequestStatus.requested:
+        return False
+    now = utcnow()
+    request.status, request.updated_at, request.decided_at = RequestStatus.expired, now, now
+    record_event(session, actor="sweep", action="request.expired", subject=f"request:{request_id}",
+                 details={"reason": "pending TTL passed with no workflow waiting"})
+    return True
+
+
+@DBOS.workflow()
+def sweep_workflow(scheduled_at: datetime, context: Any) -> dict[str, int]:
+    """One tick: expire the overdue requests whose workflow is gone."""
+    moment = scheduled_at if scheduled_at.tzinfo else scheduled_at.replace(tzinfo=UTC)
+    overdue = overdue_requests((moment - GRACE).isoformat())
+    if not overdue:
+        return {"overdue": 0, "expired": 0}
+    waiting = set(DBOS.run_step({"name": "sweep.waiting_workflows"}, waiting_workflows,
+                                [r["workflow_id"] for r in overdue]))
+    expired = sum(1 for r in overdue if r["workflow_id"] not in waiting and expire_orphan(r["id"]))
+    return {"overdue": len(overdue), "expired": expired}
