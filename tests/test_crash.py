@@ -38,26 +38,23 @@ import email.policy
 import json
 import os
 import random
-import signal
 import statistics
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
 
-from conftest import TEST_SECRET
+from app_process import AppProcess, app_env, wait_until
 from receivers import HttpReceiver, SmtpReceiver, free_port
 from webapp.accounts import create_user
 from webapp.auth import Principal, issue_token
@@ -84,7 +81,6 @@ REASON = "Crash test: on-call access for the incident review."
 EXTERNAL = ("slack", "email")
 CHANNELS = (*EXTERNAL, "outbox")
 HOLD_SECONDS = 30.0  # a held delivery is let go after this even if the test forgot it
-READY_SECONDS = 40.0
 SETTLE_SECONDS = 90.0
 
 # The kill plan: 16 between steps (no message may repeat), 8 during a delivery (4 of them
@@ -237,79 +233,6 @@ def gated_webhook() -> Iterator[GatedWebhook]:
 
 # The app as a process ---------------------------------------------------------------------
 
-def _settings_env_names() -> set[str]:
-    return {name.upper() for name in Settings.model_fields}
-
-
-class AppProcess:
-    """`python -m webapp serve` in its own process group, logging to one file across restarts."""
-
-    def __init__(self, env: dict[str, str], port: int, log: IO[str], cwd: Path) -> None:
-        self.env, self.port, self.log, self.cwd = env, port, log, cwd
-        self.base_url = f"http://127.0.0.1:{port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.client: httpx.Client | None = None
-        self.starts = 0
-        self.start_seconds: list[float] = []
-
-    def start(self) -> None:
-        began = time.monotonic()
-        self.starts += 1
-        self.log.write(f"\n===== start {self.starts} =====\n")
-        self.log.flush()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "webapp", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self.env, cwd=self.cwd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        self.client = httpx.Client(base_url=self.base_url, timeout=30.0)
-        deadline = time.monotonic() + READY_SECONDS
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the app exited with {self.proc.returncode} while starting")
-            try:
-                if self.client.get("/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("the app did not become ready")
-            time.sleep(0.05)
-        self.start_seconds.append(time.monotonic() - began)
-
-    def _close_client(self) -> None:
-        if self.client is not None:
-            self.client.close()
-            self.client = None
-
-    def kill(self) -> None:
-        """SIGKILL to the whole group: no shutdown code runs."""
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-        self.proc = None
-        self._close_client()
-
-    def stop(self) -> None:
-        """A graceful stop (SIGTERM), or a kill when it takes too long."""
-        self._close_client()
-        if self.proc is None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
-        except ProcessLookupError:
-            self.proc.wait(timeout=30)
-        self.proc = None
-
-    @property
-    def http(self) -> httpx.Client:
-        assert self.client is not None, "the app is not running"
-        return self.client
-
-
 # The scenario -------------------------------------------------------------------------------
 
 @dataclass
@@ -326,17 +249,6 @@ class Tally:
     window: Counter[str] = field(default_factory=Counter)  # per kind: deliveries caught in the window
     submit_races: int = 0  # a re-post of a known form key answered 422 "already pending"
     mid_submit_states: Counter[str] = field(default_factory=Counter)
-
-
-def wait_until(check: Callable[[], Any], what: str, timeout: float = 20.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def expected_keys(request_id: int, people: People) -> dict[str, set[str]]:
@@ -653,38 +565,29 @@ def make_resources(db: Database, people: People, count: int) -> list[int]:
         return ids  # type: ignore[return-value]
 
 
-def app_env(settings: Settings, port: int, smtp: GatedSmtp, webhook: GatedWebhook) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if name.upper() not in _settings_env_names()}
-    env.update({
-        "ENV": "development",
-        "DATABASE_URL": settings.database_url,
-        "DBOS_SYSTEM_DATABASE_URL": settings.system_database_url,
-        "SECRET_KEY": TEST_SECRET,
-        "EXECUTOR_ID": EXECUTOR_ID,
-        "APP_VERSION": APP_VERSION,
-        "LOG_LEVEL": "WARNING",
-        "LOG_FORMAT": "console",
-        "BASE_URL": f"http://127.0.0.1:{port}",
-        "SLACK_WEBHOOK_URL": webhook.url,
-        "SMTP_HOST": "127.0.0.1",
-        "SMTP_PORT": str(smtp.port),
-        "SMTP_STARTTLS": "false",
-        "SMTP_FROM": "gatehouse@example.test",
-        "SUBMIT_RATE_LIMIT": "100000",
-        "QUEUE_POLLING_INTERVAL": "0.05",
-        "SLACK_CONCURRENCY": "2",
-        "SLACK_RATE_LIMIT": "10000",
-        "SLACK_RATE_PERIOD": "1",
-        "EMAIL_RATE_LIMIT": "10000",
-        "EMAIL_RATE_PERIOD": "1",
+def crash_env(settings: Settings, port: int, smtp: GatedSmtp, webhook: GatedWebhook) -> dict[str, str]:
+    return app_env(
+        settings,
+        EXECUTOR_ID=EXECUTOR_ID,
+        APP_VERSION=APP_VERSION,
+        BASE_URL=f"http://127.0.0.1:{port}",
+        SLACK_WEBHOOK_URL=webhook.url,
+        SMTP_HOST="127.0.0.1",
+        SMTP_PORT=str(smtp.port),
+        SMTP_STARTTLS="false",
+        SMTP_FROM="gatehouse@example.test",
+        SUBMIT_RATE_LIMIT="100000",
+        SLACK_CONCURRENCY="2",
+        SLACK_RATE_LIMIT="10000",
+        SLACK_RATE_PERIOD="1",
+        EMAIL_RATE_LIMIT="10000",
+        EMAIL_RATE_PERIOD="1",
         # Refused sends retry every 0.1 s and never run out while the receivers are shut.
-        "NOTIFY_RETRY_INTERVAL_SECONDS": "0.1",
-        "NOTIFY_BACKOFF_RATE": "1",
-        "NOTIFY_MAX_ATTEMPTS": "100000",
-        "NOTIFY_TIMEOUT_SECONDS": "10",
-        "SHUTDOWN_GRACE_SECONDS": "0.5",
-    })
-    return env
+        NOTIFY_RETRY_INTERVAL_SECONDS="0.1",
+        NOTIFY_BACKOFF_RATE="1",
+        NOTIFY_MAX_ATTEMPTS="100000",
+        NOTIFY_TIMEOUT_SECONDS="10",
+    )
 
 
 # The test -----------------------------------------------------------------------------------
@@ -704,7 +607,7 @@ def test_kill_9_loses_and_repeats_nothing(pg_settings: Settings, crash_db: Datab
     system = sa.create_engine(pg_settings.system_database_url)
 
     with log_path.open("w") as log:
-        app = AppProcess(app_env(pg_settings, port, gated_smtp, gated_webhook), port, log, tmp_path)
+        app = AppProcess(crash_env(pg_settings, port, gated_smtp, gated_webhook), log, port=port, cwd=tmp_path)
         scenario = Scenario(app, crash_db, people, resource_ids, gated_smtp, gated_webhook, rng, system)
         try:
             app.start()

@@ -15,15 +15,13 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import httpx
 import pytest
 import sqlalchemy as sa
 
-from conftest import TEST_SECRET
+from app_process import READY_SECONDS, REPO, AppProcess, app_env, wait_until
 from randomuser_server import RandomUserServer
-from receivers import free_port
 from webapp.accounts import create_user
 from webapp.auth import Principal, issue_token
 from webapp.config import Settings
@@ -32,8 +30,6 @@ from webapp.models import AuditEvent, ErrorRecord, ImportChunk, ImportedPerson, 
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parent.parent
-READY_SECONDS = 40.0
 FINISH_SECONDS = 120.0
 MALFORMED_EVERY = 50
 
@@ -62,18 +58,10 @@ def api() -> Iterator[RandomUserServer]:
         yield server
 
 
-def env_for(settings: Settings, tmp_path: Path, **extra: str) -> dict[str, str]:
-    names = {name.upper() for name in Settings.model_fields}
-    env = {k: v for k, v in os.environ.items() if k.upper() not in names}
-    env.update({
-        "ENV": "development", "DATABASE_URL": settings.database_url,
-        "DBOS_SYSTEM_DATABASE_URL": settings.system_database_url, "SECRET_KEY": TEST_SECRET,
-        "EXECUTOR_ID": "import-crash", "APP_VERSION": "import-crash", "LOG_LEVEL": "WARNING",
-        "LOG_FORMAT": "console", "IMPORT_CACHE_DIR": str(tmp_path / "cache"), "IMPORT_PAGE_SIZE": "200",
-        "IMPORT_CONCURRENCY": "2", "QUEUE_POLLING_INTERVAL": "0.05", "SHUTDOWN_GRACE_SECONDS": "0.5",
-        "IMPORT_FETCH_RETRY_INTERVAL_SECONDS": "0.1", **extra,
-    })
-    return env
+def env_for(settings: Settings, tmp_path: Path) -> dict[str, str]:
+    return app_env(settings, EXECUTOR_ID="import-crash", APP_VERSION="import-crash",
+                   IMPORT_CACHE_DIR=str(tmp_path / "cache"), IMPORT_PAGE_SIZE="200", IMPORT_CONCURRENCY="2",
+                   IMPORT_FETCH_RETRY_INTERVAL_SECONDS="0.1")
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -81,15 +69,8 @@ def kill_group(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=30)
 
 
-def wait_until(check: Callable[[], Any], what: str, timeout: float = FINISH_SECONDS) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
+def wait_for(check: Callable[[], Any], what: str, timeout: float = FINISH_SECONDS) -> Any:
+    return wait_until(check, what, timeout, interval=0.02)
 
 
 def chunks_done(db: Database, job_id: int) -> int:
@@ -125,47 +106,6 @@ def assert_imported_exactly_once(db: Database, api: RandomUserServer, job_id: in
     assert actions["import.started"] == 1 and actions["import.finished"] == 1
 
 
-class Server:
-    """`python -m webapp serve`, in its own process group."""
-
-    def __init__(self, env: dict[str, str], log: IO[str]) -> None:
-        self.env, self.log = env, log
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "webapp", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self.env, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-
-        def ready() -> bool:
-            assert self.proc is not None and self.proc.poll() is None, "the app exited while starting"
-            try:
-                return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(ready, "the app to be ready", READY_SECONDS)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        kill_group(self.proc)
-        self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                kill_group(self.proc)
-            self.proc = None
-
-
 def admin_token(db: Database) -> str:
     with db.session() as session:
         admin = create_user(session, email="importer@example.test", name="Ida Importer", password=None, role="admin")
@@ -179,10 +119,10 @@ def test_a_killed_server_finishes_the_import_exactly_once(pg_settings: Settings,
     count, seed = 4000, "crash-serve"
     token = admin_token(db)
     with (tmp_path / "app.log").open("w") as log:
-        server = Server(env_for(pg_settings, tmp_path), log)
+        server = AppProcess(env_for(pg_settings, tmp_path), log)
         try:
             server.start()
-            response = httpx.post(f"{server.url}/admin/import", timeout=30,
+            response = server.http.post("/admin/import", timeout=30,
                                   headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
                                   data={"source": api.url, "count": str(count), "seed": seed, "chunk_size": "100",
                                         "form_key": uuid.uuid4().hex})
@@ -193,12 +133,12 @@ def test_a_killed_server_finishes_the_import_exactly_once(pg_settings: Settings,
             kills.append(chunks_done(db, job_id))
             for at_least in (8, 24):
                 server.start()
-                wait_until(lambda n=at_least: chunks_done(db, job_id) >= n, f"{at_least} chunks")  # type: ignore[misc]
+                wait_for(lambda n=at_least: chunks_done(db, job_id) >= n, f"{at_least} chunks")  # type: ignore[misc]
                 server.kill()
                 kills.append(chunks_done(db, job_id))
             assert job_status(db, job_id) == "running" and kills[-1] < 40, kills
             server.start()
-            wait_until(lambda: job_status(db, job_id) == "finished", "the job to finish")
+            wait_for(lambda: job_status(db, job_id) == "finished", "the job to finish")
         except BaseException:
             log.flush()
             print((tmp_path / "app.log").read_text()[-6000:])
@@ -219,8 +159,8 @@ def test_a_killed_cli_finishes_the_import_when_run_again(pg_settings: Settings, 
     with (tmp_path / "cli.log").open("w") as log:
         first = subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                  start_new_session=True)
-        job_id = wait_until(lambda: _only_job(db), "the job to be recorded", READY_SECONDS)
-        wait_until(lambda: chunks_done(db, job_id) >= 6, "6 chunks")
+        job_id = wait_for(lambda: _only_job(db), "the job to be recorded", READY_SECONDS)
+        wait_for(lambda: chunks_done(db, job_id) >= 6, "6 chunks")
         kill_group(first)
         killed_at = chunks_done(db, job_id)
         assert job_status(db, job_id) == "running" and killed_at < 30
