@@ -15,7 +15,7 @@ from conftest import sign_in
 from test_access_lifecycle import REASON, make_resource, status_of, submit, wait_for
 from webapp.app import create_app
 from webapp.db import Database
-from webapp.models import AccessRequest, AuditEvent, utcnow
+from webapp.models import AccessRequest, AuditEvent, Grant, utcnow
 from webapp.workflows.sweep import schedule
 
 
@@ -57,3 +57,27 @@ def test_orphaned_requests_expire_and_waiting_ones_are_left(settings, database: 
         events = session.execute(sa.select(AuditEvent.actor, AuditEvent.action)
                                  .where(AuditEvent.subject == f"request:{orphan_id}")).all()
     assert [tuple(e) for e in events] == [("sweep", "request.expired")], "expired once, audited once"
+
+
+def test_grants_about_to_end_are_announced_once(settings, database: Database,  # type: ignore[no-untyped-def]
+                                                people: dict[str, Any]) -> None:
+    resource_id = make_resource(database, people)
+    now = utcnow()
+    with database.session() as session:
+        grants = [Grant(user_id=people["member"].id, resource_id=resource_id, expires_at=now + ends)
+                  for ends in (timedelta(hours=2), timedelta(hours=48), timedelta(hours=-1))]
+        revoked = Grant(user_id=people["member"].id, resource_id=resource_id, expires_at=now + timedelta(hours=1),
+                        revoked_at=now)
+        session.add_all([*grants, revoked])
+        session.flush()
+        soon_id = grants[0].id
+
+    def announced() -> list[str]:
+        with database.session() as session:
+            return list(session.scalars(sa.select(AuditEvent.subject).where(AuditEvent.action == "grant.expiring")))
+
+    with TestClient(create_app(settings.model_copy(update={"sweep_interval_seconds": 1}))):
+        wait_for(announced, timeout=20, what="the announcement")
+        wait_for(lambda: len(DBOS.list_workflows(schedule_name="sweep", status="SUCCESS")) >= 3, timeout=20,
+                 what="two more ticks")
+    assert announced() == [f"grant:{soon_id}"], "only the active grant ending within a day, and once"

@@ -1,11 +1,16 @@
 """The sweep: a DBOS schedule (every SWEEP_INTERVAL_SECONDS, once across all processes).
 
-A request's own workflow expires it when its pending TTL passes. The sweep catches the
-requests no workflow is waiting for any more (the workflow was cancelled from the ops
-console, failed, or was never started because the row was written by hand or by an older
-version): it expires those, with an audit event, so they reach browsers through the same
-live feed as every other change. A workflow that is still PENDING or ENQUEUED is left
-alone, even if its process is down: recovery will let it expire the request itself.
+- A request's own workflow expires it when its pending TTL passes. The sweep catches the
+  requests no workflow is waiting for any more (the workflow was cancelled from the ops
+  console, failed, or was never started because the row was written by hand or by an
+  older version) and expires those. A workflow that is still PENDING or ENQUEUED is left
+  alone, even if its process is down: recovery will let it expire the request itself.
+- It announces each active grant once as it enters its last EXPIRING_WINDOW
+  (`grant.expiring`): the holder gets a reminder toast and every dashboard's "expiring
+  soon" counter moves, though no row changed.
+
+Both write audit events, so they reach browsers through the same live feed as every
+other change.
 """
 
 from __future__ import annotations
@@ -18,12 +23,14 @@ from dbos import DBOS
 
 from webapp.audit import record_event
 from webapp.db import datasource
-from webapp.models import AccessRequest, RequestStatus, utcnow
+from webapp.models import AccessRequest, AuditEvent, Grant, RequestStatus, utcnow
 
 WAITING = {"PENDING", "ENQUEUED"}
 # A workflow expires its own request as its TTL ends; look only at requests overdue by more.
 GRACE = timedelta(seconds=30)
 BATCH = 500
+EXPIRING_WINDOW = timedelta(hours=24)  # the dashboard's "expiring soon" (webapp.overview.SOON)
+EXPIRING_ACTION = "grant.expiring"
 
 
 def schedule(interval_seconds: int) -> str:
@@ -64,14 +71,37 @@ def expire_orphan(request_id: int) -> bool:
     return True
 
 
+@datasource.transaction()
+def announce_expiring(now: str) -> int:
+    """One `grant.expiring` audit event per active grant that ends within EXPIRING_WINDOW
+    of `now` and has not been announced yet."""
+    session = datasource.session()
+    moment = datetime.fromisoformat(now)
+    announced = sa.select(AuditEvent.id).where(
+        AuditEvent.action == EXPIRING_ACTION,
+        AuditEvent.subject == sa.literal("grant:", sa.String) + sa.cast(Grant.id, sa.String))
+    grants = session.execute(
+        sa.select(Grant.id, Grant.expires_at, Grant.user_id)
+        .where(Grant.revoked_at.is_(None), Grant.expires_at > moment,  # type: ignore[union-attr, operator]
+               Grant.expires_at <= moment + EXPIRING_WINDOW, ~announced.exists())  # type: ignore[operator]
+        .order_by(Grant.expires_at).limit(BATCH)
+    ).all()
+    for grant_id, expires_at, user_id in grants:
+        record_event(session, actor="sweep", action=EXPIRING_ACTION, subject=f"grant:{grant_id}",
+                     details={"expires_at": expires_at.isoformat(), "user_id": user_id})
+    return len(grants)
+
+
 @DBOS.workflow()
 def sweep_workflow(scheduled_at: datetime, context: Any) -> dict[str, int]:
-    """One tick: expire the overdue requests whose workflow is gone."""
+    """One tick: expire the overdue requests whose workflow is gone; announce grants that
+    are about to end."""
     moment = scheduled_at if scheduled_at.tzinfo else scheduled_at.replace(tzinfo=UTC)
+    announced = announce_expiring(moment.isoformat())
     overdue = overdue_requests((moment - GRACE).isoformat())
     if not overdue:
-        return {"overdue": 0, "expired": 0}
+        return {"overdue": 0, "expired": 0, "announced": announced}
     waiting = set(DBOS.run_step({"name": "sweep.waiting_workflows"}, waiting_workflows,
                                 [r["workflow_id"] for r in overdue]))
     expired = sum(1 for r in overdue if r["workflow_id"] not in waiting and expire_orphan(r["id"]))
-    return {"overdue": len(overdue), "expired": expired}
+    return {"overdue": len(overdue), "expired": expired, "announced": announced}
