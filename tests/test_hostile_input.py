@@ -46,6 +46,7 @@ FORMS: dict[tuple[str, str], list[str] | None] = {
 QUERIES: dict[str, list[str]] = {
     "/": ["fragment"],
     "/requests/new": ["resource_id"],
+    "/requests": ["sort", "order", "status", "resource", "requester", "q", "page", "fragment"],
     "/notifications": ["channel", "status"],
     "/login": ["next"],
     "/admin/users": ["q", "page"],

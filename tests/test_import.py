@@ -303,7 +303,8 @@ def test_the_job_page_follows_progress_over_sse(admin: TestClient, api: RandomUs
     final = progress_events[-1].text
     assert "finished" in final and ">40</span>" in final and "Cancel import" not in final
     after = admin.get(f"/admin/import/{started['id']}")
-    assert "sse-connect" not in after.text, "a finished job's page opens no stream"
+    assert "/events\"" in after.text and f"/admin/import/{started['id']}/events" not in after.text, \
+        "a finished job's page opens no stream of its own (only the site-wide feed)"
     assert admin.get("/admin/import/999999/events").status_code == 404
 
 

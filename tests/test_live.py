@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from starlette.testclient import TestClient
 
 from conftest import sign_in
+from sse_client import Event, read_stream
 from webapp.audit import record_event
 from webapp.db import Database
 from webapp.live import AuditFeed
@@ -19,36 +20,16 @@ from webapp.models import AccessRequest, Resource, ResourceApprover
 
 def read_events(client: TestClient, count: int, headers: dict[str, str] | None = None,
                 timeout: float = 10.0) -> list[tuple[int, str]]:
-    """The first `count` (id, data) pairs from /events; fails rather than hangs."""
-    found: list[tuple[int, str]] = []
-    error: list[BaseException] = []
+    """The first `count` audit events (id, data) from /events; fails rather than hangs."""
+    found = read_stream(client, "/events", headers=headers, timeout=timeout,
+                        until=lambda events: sum(e.id is not None for e in events) >= count)
+    return [(int(e.id), e.text) for e in found if e.id is not None]
 
-    def consume() -> None:
-        try:
-            with client.stream("GET", "/events", headers=headers or {}) as response:
-                assert response.status_code == 200
-                assert response.headers["content-type"].startswith("text/event-stream")
-                event_id, data = None, []
-                for line in response.iter_lines():
-                    if line.startswith("id:"):
-                        event_id = int(line[3:].strip())
-                    elif line.startswith("data:"):
-                        data.append(line[5:].strip())
-                    elif line == "" and event_id is not None:
-                        found.append((event_id, "".join(data)))
-                        event_id, data = None, []
-                        if len(found) >= count:
-                            return
-        except BaseException as exc:  # noqa: BLE001 - reported to the test thread
-            error.append(exc)
 
-    thread = threading.Thread(target=consume, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if error:
-        raise error[0]
-    assert len(found) >= count, f"only {len(found)} of {count} events arrived: {found}"
-    return found
+def read_messages(client: TestClient, after: int, audit_events: int) -> list[Event]:
+    """Every message (rows, toasts, audit entries) of the first `audit_events` events after `after`."""
+    return read_stream(client, "/events", headers={"Last-Event-ID": str(after)},
+                       until=lambda events: sum(e.id is not None for e in events) >= audit_events)
 
 
 @pytest.fixture
@@ -131,3 +112,29 @@ def test_a_slow_subscriber_is_dropped_not_buffered(database: Database, settings)
     assert slow.dropped and slow not in feed.subscribers
     with database.session() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(AccessRequest)) == 0
+
+
+def test_rows_and_toasts_are_rendered_for_each_viewer(client: TestClient, database: Database,  # type: ignore[no-untyped-def]
+                                                      request_of, app, people) -> None:
+    request_id = request_of["member"]
+    start = write(database, "user:1", "noise")
+    submitted = write(database, f"request:{request_id}", "request.submitted")
+    write(database, f"request:{request_id}", "request.rejected")
+
+    approver = TestClient(app)
+    sign_in(approver, "approver@example.com")
+    seen = read_messages(approver, start, 2)
+    assert [e.name for e in seen] == [f"row-{request_id}", "new-row", "toast", "audit",
+                                      f"row-{request_id}", "audit"]
+    row = seen[0].text
+    assert row.startswith(f'<tr id="request-row-{request_id}"') and f'sse-swap="row-{request_id}"' in row
+    assert "Approve" in row and "Reject" in row and "Cancel" not in row, "the approver's buttons"
+    assert f'value="{approver.cookies["gh_csrf"]}"' in row, "forms carry this viewer's CSRF token"
+    assert f"New request #{request_id}: Mo Member asks for live-a." in seen[2].text
+    assert seen[3].id == str(submitted) and all(e.id is None for e in seen if e.name != "audit")
+
+    sign_in(client, "member@example.com")
+    mine = read_messages(client, start, 2)
+    assert [e.name for e in mine] == [f"row-{request_id}", "new-row", "audit", f"row-{request_id}", "toast", "audit"]
+    assert "Cancel" in mine[0].text and "Approve" not in mine[0].text, "the requester's buttons"
+    assert f"Request #{request_id} for live-a was rejected." in mine[4].text

@@ -25,6 +25,8 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("POST", "/login"): Access.public,
     ("POST", "/logout"): Access.member,
     ("GET", "/"): Access.member,
+    ("GET", "/dashboard/counters"): Access.member,
+    ("GET", "/requests"): Access.member,
     ("GET", "/requests/new"): Access.member,
     ("POST", "/requests"): Access.member,
     ("GET", "/requests/{request_id:int}"): Access.member,

@@ -85,16 +85,54 @@ def _is_approver(session: Session, user_id: int, resource_id: int) -> bool:
         ResourceApprover.resource_id == resource_id, ResourceApprover.user_id == user_id)) is not None
 
 
-def may_decide(session: Session, principal: Principal, request: AccessRequest) -> bool:
-    if principal.id == request.requester_id:
+def decides(principal: Principal, *, requester_id: int, approves_resource: bool) -> bool:
+    """The deciding rule, without the database: never on your own request; admins on any
+    other, approvers on those of the resources they approve."""
+    if principal.id == requester_id:
         return False
-    return principal.is_admin or (principal.has_role(Role.approver)
-                                  and _is_approver(session, principal.id, request.resource_id))
+    return principal.is_admin or (principal.has_role(Role.approver) and approves_resource)
+
+
+def may_decide(session: Session, principal: Principal, request: AccessRequest) -> bool:
+    return principal.id != request.requester_id and decides(
+        principal, requester_id=request.requester_id,
+        approves_resource=_is_approver(session, principal.id, request.resource_id))
+
+
+def may_cancel(principal: Principal, *, requester_id: int, status: str) -> bool:
+    """Only the requester, and only while the request waits for decisions."""
+    return status == RequestStatus.requested and principal.id == requester_id
 
 
 def may_view(session: Session, principal: Principal, request: AccessRequest) -> bool:
     return (principal.is_admin or principal.id == request.requester_id
             or _is_approver(session, principal.id, request.resource_id))
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who looks at a list, with the resources they approve loaded once, so the rules
+    above can be applied to many rows: in SQL (`visible_to`) or per row (`decides`)."""
+
+    principal: Principal
+    approves: frozenset[int]
+
+
+def viewer(session: Session, principal: Principal) -> Viewer:
+    approves = session.scalars(sa.select(ResourceApprover.resource_id).where(ResourceApprover.user_id == principal.id))
+    return Viewer(principal, frozenset(approves.all()))
+
+
+def visible_to(viewer: Viewer, owner: Any = AccessRequest.requester_id,
+               resource: Any = AccessRequest.resource_id) -> sa.ColumnElement[bool]:
+    """`may_view` as a WHERE clause, so lists filter in SQL: admins see everything, others
+    what they asked for and what concerns the resources they approve. `owner` and `resource`
+    name the columns to test, so grants are scoped the same way as requests. The resource
+    ids are written out, which lets the planner pick an index for each side of the OR."""
+    if viewer.principal.is_admin:
+        return sa.true()
+    mine = owner == viewer.principal.id
+    return sa.or_(mine, resource.in_(sorted(viewer.approves))) if viewer.approves else mine
 
 
 def check_decision(session: Session, principal: Principal, request_id: int, kind: str) -> str:
@@ -245,7 +283,7 @@ def request_view(session: Session, principal: Principal, request_id: int) -> Req
         resource=session.get(Resource, request.resource_id), approvers=approvers,  # type: ignore[arg-type]
         approvals=[ApprovalRow(*row) for row in approvals], grant=grant, history=history,
         can_decide=pending and may_decide(session, principal, request),
-        can_cancel=pending and principal.id == request.requester_id,
+        can_cancel=may_cancel(principal, requester_id=request.requester_id, status=request.status),
         can_revoke=principal.is_admin and grant is not None and grant.revoked_at is None,
     )
     view.approvals_counted = len({a.approver for a in view.approvals if a.decision == "approve" and a.counted})

@@ -29,6 +29,7 @@ from webapp.middleware import (
     SecurityHeadersMiddleware,
 )
 from webapp.live import AuditFeed
+from webapp.live_counters import CounterCache
 from webapp.web import admin, events, health, home, imports, requests
 from webapp.web import auth as auth_pages
 from webapp.web.errors import EXCEPTION_HANDLERS
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         feed = AuditFeed(database, poll_interval=settings.live_poll_interval,
                          listen_url=None if settings.uses_sqlite else psycopg_url(settings.database_url))
         app.state.feed = feed
+        app.state.counters = CounterCache(database)
         try:
             await runtime.register_queues_and_schedules(settings)
             await feed.start()

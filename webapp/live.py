@@ -27,7 +27,8 @@ from starlette.concurrency import run_in_threadpool
 
 from webapp.audit import NOTIFY_CHANNEL
 from webapp.db import Database
-from webapp.models import AccessRequest, AuditEvent, Grant, ResourceApprover
+from webapp.models import AccessRequest, Approval, AuditEvent, Grant, ResourceApprover
+from webapp.request_table import TableRow, load_rows
 
 log = logging.getLogger(__name__)
 BATCH = 500
@@ -57,6 +58,12 @@ class FeedEvent:
     details: dict[str, Any]
     request_id: int | None = None
     audience: frozenset[int] | None = None
+    actor_id: int | None = None
+    # The request's row as it is now, its approvers and who of them has approved: enough
+    # to render the row for any viewer without another query.
+    row: TableRow | None = None
+    approvers: frozenset[int] = frozenset()
+    approved_by: frozenset[int] = frozenset()
 
     def visible_to(self, user_id: int, is_admin: bool) -> bool:
         return is_admin or (self.audience is not None and user_id in self.audience)
@@ -87,22 +94,35 @@ def load_events(database: Database, *, after: int, limit: int = BATCH,
         grant_requests = dict(session.execute(
             sa.select(Grant.id, Grant.request_id).where(Grant.id.in_(grant_ids))).all()) if grant_ids else {}  # type: ignore[union-attr]
         request_of = _request_ids(events, grant_requests)  # type: ignore[arg-type]
-        wanted = {r for r in request_of.values() if r is not None}
-        audience: dict[int, set[int]] = {}
+        wanted = sorted({r for r in request_of.values() if r is not None})
+        rows = {row.id: row for row in load_rows(session, wanted)}
+        approvers: dict[int, set[int]] = {}
+        approved: dict[int, set[int]] = {}
         if wanted:
-            for request_id, requester_id, approver_id in session.execute(
-                sa.select(AccessRequest.id, AccessRequest.requester_id, ResourceApprover.user_id)
-                .outerjoin(ResourceApprover, ResourceApprover.resource_id == AccessRequest.resource_id)
+            for request_id, approver_id in session.execute(
+                sa.select(AccessRequest.id, ResourceApprover.user_id)
+                .join(ResourceApprover, ResourceApprover.resource_id == AccessRequest.resource_id)
                 .where(AccessRequest.id.in_(wanted))  # type: ignore[union-attr]
             ):
-                people = audience.setdefault(request_id, {requester_id})
-                if approver_id is not None:
-                    people.add(approver_id)
-        return [
-            FeedEvent(e.id, e.at, e.actor, e.action, e.subject, e.details or {}, request_of[e.id],  # type: ignore[arg-type, index]
-                      frozenset(audience[request_of[e.id]]) if request_of[e.id] in audience else None)  # type: ignore[index]
-            for e in events
-        ]
+                approvers.setdefault(request_id, set()).add(approver_id)
+            for request_id, approver_id in session.execute(
+                sa.select(Approval.request_id, Approval.approver_id)
+                .where(Approval.request_id.in_(wanted), Approval.counted)  # type: ignore[attr-defined]
+            ):
+                approved.setdefault(request_id, set()).add(approver_id)
+        return [_feed_event(e, request_of[e.id], rows, approvers, approved) for e in events]  # type: ignore[index]
+
+
+def _feed_event(event: AuditEvent, request_id: int | None, rows: dict[int, TableRow],
+                approvers: dict[int, set[int]], approved: dict[int, set[int]]) -> FeedEvent:
+    row = rows.get(request_id) if request_id is not None else None
+    audience = None if row is None else frozenset({row.requester_id, *approvers.get(row.id, ())})
+    return FeedEvent(
+        event.id, event.at, event.actor, event.action, event.subject, event.details or {},  # type: ignore[arg-type]
+        request_id, audience, event.actor_id, row,
+        frozenset(approvers.get(request_id, ())) if request_id is not None else frozenset(),
+        frozenset(approved.get(request_id, ())) if request_id is not None else frozenset(),
+    )
 
 
 def latest_event_id(database: Database) -> int:

@@ -1,55 +1,49 @@
-"""What the home page summarises: counts and the latest requests."""
+"""The dashboard's counters, scoped like the requests table: each person counts what they
+may see (admins everything), so a counter never hints at rows its reader cannot open."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import asdict, dataclass
+from datetime import datetime, time, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from webapp.models import AccessRequest, Grant, RequestStatus, Resource, User
+from webapp.access_requests import Viewer, visible_to
+from webapp.models import AccessRequest, ErrorRecord, Grant, RequestStatus
+
+SOON = timedelta(hours=24)
+ERROR_WINDOW = timedelta(hours=24)
+# An approved request stays approved until its grant ends, then becomes revoked.
+WAS_APPROVED = (RequestStatus.approved, RequestStatus.revoked)
 
 
 @dataclass(frozen=True)
-class RecentRequest:
-    id: int
-    requester: str
-    resource: str
-    status: str
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class Overview:
-    users: int
-    resources: int
+class Counters:
     pending: int
-    active_grants: int
-    recent: list[RecentRequest]
+    approved_today: int  # since midnight UTC
+    expiring_soon: int  # active grants that end within SOON
+    errors: int  # error records within ERROR_WINDOW (for non-admins: of requests they can see)
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
 
 
-def load_overview(session: Session, *, now: datetime, recent_limit: int = 10) -> Overview:
-    count = lambda stmt: session.scalar(stmt) or 0  # noqa: E731
-    active = sa.and_(
-        Grant.revoked_at.is_(None),  # type: ignore[union-attr]
-        sa.or_(Grant.expires_at.is_(None), Grant.expires_at > now),  # type: ignore[union-attr, operator]
-    )
-    recent_rows = session.execute(
-        sa.select(AccessRequest.id, User.name, Resource.name, AccessRequest.status, AccessRequest.created_at)
-        .join(User, User.id == AccessRequest.requester_id)
-        .join(Resource, Resource.id == AccessRequest.resource_id)
-        .order_by(AccessRequest.created_at.desc(), AccessRequest.id.desc())  # type: ignore[attr-defined, union-attr]
-        .limit(recent_limit)
-    ).all()
-    return Overview(
-        users=count(sa.select(sa.func.count()).select_from(User).where(User.active)),
-        resources=count(sa.select(sa.func.count()).select_from(Resource)),
-        pending=count(
-            sa.select(sa.func.count())
-            .select_from(AccessRequest)
-            .where(AccessRequest.status == RequestStatus.requested)
-        ),
-        active_grants=count(sa.select(sa.func.count()).select_from(Grant).where(active)),
-        recent=[RecentRequest(*row) for row in recent_rows],
+def _count(session: Session, model: type, *where: object) -> int:
+    return session.scalar(sa.select(sa.func.count()).select_from(model).where(*where)) or 0  # type: ignore[arg-type]
+
+
+def load_counters(session: Session, viewer: Viewer, *, now: datetime) -> Counters:
+    midnight = datetime.combine(now.date(), time(), tzinfo=now.tzinfo)
+    visible = visible_to(viewer)
+    errors_seen = sa.true() if viewer.principal.is_admin else ErrorRecord.request_id.in_(  # type: ignore[union-attr]
+        sa.select(AccessRequest.id).where(visible))
+    return Counters(
+        pending=_count(session, AccessRequest, visible, AccessRequest.status == RequestStatus.requested),
+        approved_today=_count(session, AccessRequest, visible, AccessRequest.decided_at >= midnight,  # type: ignore[operator]
+                              AccessRequest.status.in_(WAS_APPROVED)),  # type: ignore[attr-defined]
+        expiring_soon=_count(session, Grant, visible_to(viewer, Grant.user_id, Grant.resource_id),
+                             Grant.revoked_at.is_(None), Grant.expires_at > now,  # type: ignore[union-attr, operator]
+                             Grant.expires_at <= now + SOON),  # type: ignore[operator]
+        errors=_count(session, ErrorRecord, errors_seen, ErrorRecord.at >= now - ERROR_WINDOW),
     )

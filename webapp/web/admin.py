@@ -6,12 +6,10 @@ counts) live in `webapp.accounts` and `webapp.catalog`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 from pydantic import Field, StringConstraints, field_validator
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -22,6 +20,7 @@ from webapp.forms import FormInvalid, FormModel, parse_form, parse_query
 from webapp.models import ApiToken, Resource, ResourceKind, Role, User, utcnow
 from webapp.passwords import MIN_PASSWORD_LENGTH
 from webapp.web.rendering import render
+from webapp.web.sessions import in_session
 from webapp.web.security import Access, current_principal, guarded_route
 
 T = TypeVar("T")
@@ -93,14 +92,6 @@ def _get(session: Session, model: type[T], ident: int) -> T:
     return row
 
 
-async def _in_session(request: Request, work: Callable[[Session], T]) -> T:
-    def run() -> T:
-        with request.app.state.db.session() as session:
-            return work(session)
-
-    return await run_in_threadpool(run)
-
-
 # People ------------------------------------------------------------------------------------
 
 async def users_page(request: Request) -> Response:
@@ -112,7 +103,7 @@ async def _users_response(request: Request, *, status_code: int = 200, errors: d
                           values: dict[str, Any] | None = None, error: str | None = None) -> Response:
     search = parse_query(UserSearch, request.query_params)
     text, page = search.q, search.page
-    users, total = await _in_session(
+    users, total = await in_session(
         request, lambda s: accounts.search_users(s, text=text, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE))
     context = {
         "users": users, "total": total, "q": text, "page": page, "pages": max(1, -(-total // PAGE_SIZE)),
@@ -134,7 +125,7 @@ async def create_user(request: Request) -> Response:
                              role=form.role, department=form.department, title=form.title, actor=principal.email)
 
     try:
-        await _in_session(request, create)
+        await in_session(request, create)
     except accounts.AccountError as refused:
         values = form.model_dump(exclude={"password"})
         return await _users_response(request, status_code=422, error=str(refused), values=values)
@@ -155,7 +146,7 @@ async def _user_response(request: Request, *, new_secret: str | None = None, sta
         tokens = session.query(ApiToken).filter(ApiToken.user_id == user_id).order_by(ApiToken.id.desc()).all()  # type: ignore[union-attr]
         return user, tokens
 
-    user, tokens = await _in_session(request, load)
+    user, tokens = await in_session(request, load)
     context = {"user": user, "tokens": tokens, "roles": list(Role), "new_secret": new_secret,
                "error": error, "errors": errors or {}, "values": {}}
     return render(request, "admin_user.html", context, block="user_detail", status_code=status_code)
@@ -174,7 +165,7 @@ async def change_role(request: Request) -> Response:
                              actor_id=principal.id)
 
     try:
-        await _in_session(request, change)
+        await in_session(request, change)
     except accounts.AccountError as refused:
         return await _user_response(request, status_code=422, error=str(refused))
     return RedirectResponse(f"/admin/users/{user_id}", status_code=303)
@@ -193,7 +184,7 @@ async def set_active(request: Request) -> Response:
                             actor_id=principal.id)
 
     try:
-        await _in_session(request, change)
+        await in_session(request, change)
     except accounts.AccountError as refused:
         return await _user_response(request, status_code=422, error=str(refused))
     return RedirectResponse(f"/admin/users/{user_id}", status_code=303)
@@ -215,7 +206,7 @@ async def issue_token(request: Request) -> Response:
         _token, secret = auth.issue_token(session, user=user, name=form.name, issued_by=principal, now=utcnow())
         return secret
 
-    secret = await _in_session(request, issue)
+    secret = await in_session(request, issue)
     response = await _user_response(request, new_secret=secret, status_code=201)
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -233,7 +224,7 @@ async def revoke_token(request: Request) -> Response:
         if token.revoked_at is None:
             auth.revoke_token(session, token, revoked_by=principal, now=utcnow())
 
-    await _in_session(request, revoke)
+    await in_session(request, revoke)
     return RedirectResponse(f"/admin/users/{user_id}", status_code=303)
 
 
@@ -254,7 +245,7 @@ async def _resources_response(request: Request, *, status_code: int = 200, error
     def load(session: Session) -> tuple[Any, list[User]]:
         return catalog.list_resources(session), catalog.possible_approvers(session)
 
-    resources, candidates = await _in_session(request, load)
+    resources, candidates = await in_session(request, load)
     context = {"resources": resources, "candidates": candidates, "errors": errors or {}, "error": error,
                "values": values or {"kind": "app", "approvals_required": "1", "max_duration": "permanent",
                                     "pending_ttl_hours": "72"},
@@ -299,7 +290,7 @@ async def _save_resource(request: Request, resource_id: int | None) -> Response:
         return saved.id  # type: ignore[return-value]
 
     try:
-        saved_id = await _in_session(request, save)
+        saved_id = await in_session(request, save)
     except catalog.CatalogError as refused:
         return await failed(request, status_code=422, error=str(refused),
                             values={k: v for k, v in raw.items() if isinstance(v, str)}, approver_ids=approver_ids)
@@ -328,7 +319,7 @@ async def _resource_response(request: Request, *, status_code: int = 200, errors
         resource = _get(session, Resource, resource_id)
         return resource, catalog.approvers_of(session, resource_id), catalog.possible_approvers(session)
 
-    resource, approvers, candidates = await _in_session(request, load)
+    resource, approvers, candidates = await in_session(request, load)
     current = {
         "name": resource.name, "kind": resource.kind, "description": resource.description,
         "approvals_required": str(resource.approvals_required),

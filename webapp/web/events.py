@@ -1,9 +1,12 @@
 """`GET /events`: one server-sent event stream per browser tab.
 
-Each event is an audit row the viewer may see; its SSE id is the audit id, so a browser
-that reconnects with `Last-Event-ID` first gets what it missed from the table, in order,
-then the live tail. The stream ends cleanly when the server shuts down, and browsers
-reconnect (to another process, behind a load balancer).
+Each event is an audit row the viewer may see, sent as a few messages (the changed table
+row, a toast, the activity entry: webapp/web/live_messages.py) of which the last carries
+the audit id as SSE id, so a browser that reconnects with `Last-Event-ID` first gets what
+it missed from the table, in order, then the live tail. After a burst of changes to
+requests or grants the viewer's dashboard counters follow (webapp/live_counters.py). The
+stream ends cleanly when the server shuts down, and browsers reconnect (to another
+process, behind a load balancer).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from starlette.responses import Response
 
 from webapp.auth import Principal
 from webapp.live import FeedEvent, load_events
+from webapp.web.live_messages import COUNTED, messages
+from webapp.web.rendering import render, request_context
 from webapp.web.security import Access, current_principal, guarded_route
 
 HEARTBEAT_SECONDS = 15
@@ -28,10 +33,15 @@ def last_event_id(request: Request) -> int | None:
     return int(raw) if raw.isdigit() and len(raw) < 19 else None
 
 
-def _render(request: Request, event: FeedEvent, principal: Principal) -> ServerSentEvent:
-    templates = request.app.state.templates
-    html = templates.get_template("_live_event.html").render(event=event, principal=principal)
-    return ServerSentEvent(data=html, event="audit", id=str(event.id))
+async def _counters(request: Request, principal: Principal, as_of: int) -> ServerSentEvent:
+    """The dashboard counters section for this viewer, which replaces itself on the page."""
+    counters = await request.app.state.counters.get(principal, as_of)
+    html = render(request, "home.html", {"counters": counters}, block="counters", fragment_only=True)
+    return ServerSentEvent(data=bytes(html.body).decode().strip(), event="counters")
+
+
+def _render(request: Request, event: FeedEvent, principal: Principal) -> list[ServerSentEvent]:
+    return messages(request.app.state.templates.env, request_context(request), event, principal)
 
 
 async def events(request: Request) -> Response:
@@ -51,15 +61,23 @@ async def events(request: Request) -> Response:
                 for event in backlog:
                     replayed.add(event.id)
                     if event.visible_to(principal.id, principal.is_admin):
-                        yield _render(request, event, principal)
+                        for message in _render(request, event, principal):
+                            yield message
                 cursor = backlog[-1].id if len(backlog) == 500 else None
+            counted_up_to = None  # the last event that may have moved this viewer's counters
             while True:
+                if counted_up_to is not None and subscription.queue.empty():  # the end of a burst
+                    yield await _counters(request, principal, counted_up_to)
+                    counted_up_to = None
                 event = await subscription.queue.get()
                 if event is None:  # the server is shutting down
                     return
                 if event.id in replayed or not event.visible_to(principal.id, principal.is_admin):
                     continue
-                yield _render(request, event, principal)
+                for message in _render(request, event, principal):
+                    yield message
+                if event.action.startswith(COUNTED):
+                    counted_up_to = event.id
         finally:
             feed.unsubscribe(subscription)
 

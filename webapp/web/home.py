@@ -1,25 +1,50 @@
-"""The home page."""
+"""The dashboard: counters, the first page of the requests table, and the request form.
+
+Each part is also a fragment on its own: the counters at /dashboard/counters, the table
+at /requests (with HX-Request or `?fragment=1`), so a part can be refreshed alone.
+"""
 
 from __future__ import annotations
 
-from starlette.concurrency import run_in_threadpool
+from typing import Any
+
+from sqlalchemy.orm import Session
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
+from webapp.access_requests import requestable_resources, viewer
 from webapp.models import utcnow
-from webapp.overview import Overview, load_overview
-from webapp.web.rendering import render
-from webapp.web.security import Access, guarded_route
-
-
-def _overview(request: Request) -> Overview:
-    with request.app.state.db.session() as session:
-        return load_overview(session, now=utcnow())
+from webapp.overview import load_counters
+from webapp.request_table import RequestQuery, load_table
+from webapp.web.rendering import render, wants_json
+from webapp.web.request_table import table_view
+from webapp.web.requests import request_form_context
+from webapp.web.security import Access, current_principal, guarded_route
+from webapp.web.sessions import in_session
 
 
 async def home(request: Request) -> Response:
-    overview = await run_in_threadpool(_overview, request)
-    return render(request, "home.html", {"overview": overview}, block="overview")
+    principal = current_principal(request)
+
+    def load(session: Session) -> dict[str, Any]:
+        seen_by = viewer(session, principal)
+        return {"counters": load_counters(session, seen_by, now=utcnow()),
+                "view": table_view(load_table(session, seen_by, RequestQuery()), swap=False),
+                **request_form_context(requestable_resources(session), values={"duration": "8h"})}
+
+    return render(request, "home.html", await in_session(request, load), block="overview")
 
 
-routes = [guarded_route("/", home, access=Access.member)]
+async def counters_fragment(request: Request) -> Response:
+    """The counters alone, so that part of the dashboard can be refreshed by itself."""
+    principal = current_principal(request)
+    counters = await in_session(request, lambda s: load_counters(s, viewer(s, principal), now=utcnow()))
+    if wants_json(request):
+        return JSONResponse(counters.as_dict())
+    return render(request, "home.html", {"counters": counters}, block="counters", fragment_only=True)
+
+
+routes = [
+    guarded_route("/", home, access=Access.member),
+    guarded_route("/dashboard/counters", counters_fragment, access=Access.member),
+]

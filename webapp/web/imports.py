@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
 from dbos import DBOS
 from pydantic import Field, StringConstraints, field_validator
-from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -32,6 +31,7 @@ from webapp.people_import.source import available_files
 from webapp.runtime import start_workflow
 from webapp.web.events import HEARTBEAT_SECONDS, SEND_TIMEOUT_SECONDS
 from webapp.web.rendering import render, wants_json
+from webapp.web.sessions import in_session
 from webapp.web.security import Access, current_principal, guarded_route
 from webapp.workflows.imports import (
     RECORDED_EVENT,
@@ -42,7 +42,6 @@ from webapp.workflows.imports import (
     start_workflow_id,
 )
 
-T = TypeVar("T")
 WORKFLOW_ANSWER_SECONDS = 10.0
 GRID_LIMIT = 2000  # chunk cells drawn on the page; bigger jobs show the counts only
 RECENT_ERRORS = 20
@@ -72,14 +71,6 @@ class RetryForm(FormModel):
     chunk: int | None = Field(default=None, ge=0, lt=MAX_CHUNKS)
 
 
-async def _in_session(request: Request, work: Callable[[Session], T]) -> T:
-    def run() -> T:
-        with request.app.state.db.session() as session:
-            return work(session)
-
-    return await run_in_threadpool(run)
-
-
 def _job_id(request: Request) -> int:
     value = request.path_params["job_id"]
     if not 0 < value < 2**31:
@@ -103,7 +94,7 @@ async def _imports_response(request: Request, *, status_code: int = 200, errors:
     settings = request.app.state.settings
     filters = parse_query(JobFilter, request.query_params)
     status = filters.status.value if filters.status else ""
-    rows = await _in_session(request, lambda s: jobs.list_jobs(s, status=status))
+    rows = await in_session(request, lambda s: jobs.list_jobs(s, status=status))
     if wants_json(request) and status_code >= 400:
         return JSONResponse({"error": error or "Check your input", "fields": errors or {}, "status": status_code},
                             status_code)
@@ -180,7 +171,7 @@ def _time_left(seconds: float | None) -> str:
 
 async def _progress_context(request: Request, job_id: int) -> dict[str, Any] | None:
     """What the progress section shows; None when there is no such job."""
-    view = await _in_session(request, lambda s: jobs.progress(s, job_id, now=utcnow(), errors=RECENT_ERRORS))
+    view = await in_session(request, lambda s: jobs.progress(s, job_id, now=utcnow(), errors=RECENT_ERRORS))
     if view is None:
         return None
     counts = view.counts
@@ -259,7 +250,7 @@ async def cancel_import(request: Request) -> Response:
     principal = current_principal(request)
     job_id = _job_id(request)
     try:
-        job = await _in_session(request, lambda s: jobs.request_cancel(s, job_id, actor=principal.email,
+        job = await in_session(request, lambda s: jobs.request_cancel(s, job_id, actor=principal.email,
                                                                         actor_id=principal.id))
     except jobs.ImportRefused as refused:
         raise _refused(refused) from None
@@ -277,7 +268,7 @@ async def _new_run(request: Request, mode: str, chunk: int | None = None) -> Res
     principal = current_principal(request)
     job_id = _job_id(request)
     try:
-        run = await _in_session(request, lambda s: jobs.check_new_run(s, job_id, mode=mode, chunk=chunk))
+        run = await in_session(request, lambda s: jobs.check_new_run(s, job_id, mode=mode, chunk=chunk))
     except jobs.ImportRefused as refused:
         raise _refused(refused) from None
     order = {"job_id": job_id, "run": run, "mode": mode, "chunk": chunk, "actor": principal.email,

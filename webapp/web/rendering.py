@@ -23,9 +23,11 @@ def is_htmx(request: Request) -> bool:
 
 
 def wants_fragment(request: Request) -> bool:
-    """htmx asking for a part (boosted links and forms want the whole page), or curl's `?fragment=1`."""
-    boosted = request.headers.get("hx-boosted") == "true"
-    return (is_htmx(request) and not boosted) or bool(request.query_params.get("fragment"))
+    """htmx asking for a part, or curl's `?fragment=1`. Boosted links and forms want the whole
+    page, and so does htmx restoring a pushed URL that fell out of its history cache."""
+    whole_page = (request.headers.get("hx-boosted") == "true"
+                  or request.headers.get("hx-history-restore-request") == "true")
+    return (is_htmx(request) and not whole_page) or bool(request.query_params.get("fragment"))
 
 
 def wants_json(request: Request) -> bool:

@@ -1,5 +1,6 @@
-"""Request pages: ask for access, follow a request, decide, cancel, revoke, and the
-personal lists (my requests, waiting for my approval, my access) plus the outbox.
+"""Request pages: ask for access, follow a request, decide, cancel, revoke, the table of
+all requests one may see, the personal lists (my requests, waiting for my approval, my
+access) plus the outbox.
 
 Submitting starts the request's workflow under an id derived from the form's key and
 waits for the workflow to say it recorded the request; deciding sends the workflow a
@@ -10,8 +11,7 @@ the checks here only answer early and clearly.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import sqlalchemy as sa
 from dbos import DBOS
@@ -25,11 +25,14 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from webapp import access_requests as service
 from webapp.durations import DURATIONS, LABELS
 from webapp.forms import FormInvalid, FormModel, parse_form, parse_query
-from webapp.models import Notification, utcnow
+from webapp.models import Notification, Resource, utcnow
 from webapp.ratelimit import SlidingWindowLimiter
+from webapp.request_table import RequestQuery, RequestTable, load_table, resource_choices
 from webapp.runtime import start_workflow
 from webapp.web.rendering import is_htmx, render, wants_json
+from webapp.web.request_table import table_json, table_view
 from webapp.web.security import Access, current_principal, guarded_route
+from webapp.web.sessions import in_session
 from webapp.workflows.access import (
     DECISION_TOPIC,
     RECORDED_EVENT,
@@ -39,7 +42,6 @@ from webapp.workflows.access import (
     revoke_grant_workflow,
 )
 
-T = TypeVar("T")
 WORKFLOW_ANSWER_SECONDS = 10.0
 
 
@@ -67,14 +69,6 @@ class NotificationFilter(FormModel):
     status: Annotated[str, StringConstraints(max_length=16)] = ""
 
 
-async def _in_session(request: Request, work: Callable[[Session], T]) -> T:
-    def run() -> T:
-        with request.app.state.db.session() as session:
-            return work(session)
-
-    return await run_in_threadpool(run)
-
-
 def _access_error(error: service.AccessError) -> HTTPException:
     return HTTPException(error.status_code, str(error))
 
@@ -99,15 +93,21 @@ async def new_request_page(request: Request) -> Response:
 async def _form_response(request: Request, *, values: dict[str, Any], errors: dict[str, str] | None = None,
                          status_code: int = 200, error: str | None = None,
                          headers: dict[str, str] | None = None) -> Response:
-    resources = await _in_session(request, service.requestable_resources)
-    values = {**values, "form_key": values.get("form_key") or uuid.uuid4().hex}
     if wants_json(request) and status_code >= 400:
         return JSONResponse({"error": error or "Check your input", "fields": errors or {}, "status": status_code},
                             status_code, headers=headers)
-    context = {"resources": resources, "durations": [(k, LABELS[k]) for k in DURATIONS], "values": values,
-               "errors": errors or {}, "error": error}
+    resources = await in_session(request, service.requestable_resources)
+    context = request_form_context(resources, values=values, errors=errors, error=error)
     return render(request, "request_new.html", context, block="request_form", status_code=status_code,
                   headers=headers)
+
+
+def request_form_context(resources: list[Resource], *, values: dict[str, Any], errors: dict[str, str] | None = None,
+                         error: str | None = None) -> dict[str, Any]:
+    """What templates/_request_form.html needs, wherever the form is shown."""
+    values = {**values, "form_key": values.get("form_key") or uuid.uuid4().hex}
+    return {"resources": resources, "durations": [(k, LABELS[k]) for k in DURATIONS], "values": values,
+            "errors": errors or {}, "error": error}
 
 
 async def submit_request(request: Request) -> Response:
@@ -121,7 +121,7 @@ async def submit_request(request: Request) -> Response:
     values = form.model_dump()
     workflow_id = request_workflow_id(principal.id, form.form_key)
 
-    existing = await _in_session(request, lambda s: service.request_id_for_workflow(s, workflow_id))
+    existing = await in_session(request, lambda s: service.request_id_for_workflow(s, workflow_id))
     if existing is not None:  # the same form sent twice: show the one request it made
         return _created(request, existing, workflow_id)
     retry_after = submission_limiter(request).hit(f"user:{principal.id}")
@@ -130,11 +130,11 @@ async def submit_request(request: Request) -> Response:
                                     error=f"You are sending requests too fast. Try again in {retry_after} s.",
                                     headers={"Retry-After": str(retry_after)})
     try:
-        submission = await _in_session(request, lambda s: service.prepare_submission(
+        submission = await in_session(request, lambda s: service.prepare_submission(
             s, request.app.state.settings, principal, resource_id=form.resource_id, duration=form.duration, reason=form.reason))
     except service.AccessError as refused:
         # A resent form whose workflow recorded the request in the meantime is not a duplicate.
-        recorded = await _in_session(request, lambda s: service.request_id_for_workflow(s, workflow_id))
+        recorded = await in_session(request, lambda s: service.request_id_for_workflow(s, workflow_id))
         if recorded is not None:
             return _created(request, recorded, workflow_id)
         return await _form_response(request, values=values, status_code=refused.status_code,
@@ -174,7 +174,7 @@ async def request_page(request: Request) -> Response:
     principal = current_principal(request)
     request_id = _path_id(request, "request_id")
     try:
-        view = await _in_session(request, lambda s: service.request_view(s, principal, request_id))
+        view = await in_session(request, lambda s: service.request_view(s, principal, request_id))
     except service.AccessError as error:
         raise _access_error(error) from None
     if wants_json(request):
@@ -199,7 +199,7 @@ async def _decide(request: Request, kind: str, form_model: type[FormModel]) -> R
     except FormInvalid as invalid:
         raise HTTPException(422, "; ".join(invalid.errors.values())) from None
     try:
-        workflow_id = await _in_session(request, lambda s: service.check_decision(s, principal, request_id, kind))
+        workflow_id = await in_session(request, lambda s: service.check_decision(s, principal, request_id, kind))
     except service.AccessError as error:
         raise _access_error(error) from None
     message = {"id": uuid.uuid4().hex, "kind": kind, "actor_id": principal.id,
@@ -240,7 +240,7 @@ async def revoke_grant(request: Request) -> Response:
     except FormInvalid as invalid:
         raise HTTPException(422, "; ".join(invalid.errors.values())) from None
     try:
-        target = await _in_session(request, lambda s: service.check_revoke(s, grant_id))
+        target = await in_session(request, lambda s: service.check_revoke(s, grant_id))
     except service.AccessError as error:
         raise _access_error(error) from None
     sleeper = target["access_workflow_id"]
@@ -257,17 +257,32 @@ async def revoke_grant(request: Request) -> Response:
 
 # Lists -----------------------------------------------------------------------------------------
 
+async def requests_page(request: Request) -> Response:
+    """Every request this viewer may see: filtered, sorted and paged by the query string."""
+    principal = current_principal(request)
+    query = parse_query(RequestQuery, request.query_params)
+
+    def load(session: Session) -> tuple[RequestTable, list[tuple[int, str]]]:
+        return load_table(session, service.viewer(session, principal), query), resource_choices(session)
+
+    table, resources = await in_session(request, load)
+    view = table_view(table, resources=resources)
+    if wants_json(request):
+        return JSONResponse(table_json(view))
+    return render(request, "requests.html", {"view": view}, block="requests_table")
+
+
 async def my_requests_page(request: Request) -> Response:
     """Everything I asked for, newest first."""
     principal = current_principal(request)
-    rows = await _in_session(request, lambda s: service.my_requests(s, principal.id))
+    rows = await in_session(request, lambda s: service.my_requests(s, principal.id))
     return _list_response(request, "my_requests.html", "my_requests", rows)
 
 
 async def approvals_page(request: Request) -> Response:
     """Pending requests I may decide, oldest first."""
     principal = current_principal(request)
-    rows = await _in_session(request, lambda s: service.waiting_for(s, principal))
+    rows = await in_session(request, lambda s: service.waiting_for(s, principal))
     return _list_response(request, "approvals.html", "approvals", rows)
 
 
@@ -275,7 +290,7 @@ async def my_access_page(request: Request) -> Response:
     """What I hold now, and for how long."""
     principal = current_principal(request)
     now = utcnow()
-    rows = await _in_session(request, lambda s: service.my_access(s, principal.id, now=now))
+    rows = await in_session(request, lambda s: service.my_access(s, principal.id, now=now))
     if wants_json(request):
         return JSONResponse([{"grant_id": r.grant_id, "request_id": r.request_id, "resource": r.resource,
                               "expires_at": r.expires_at.isoformat() if r.expires_at else None} for r in rows])
@@ -301,12 +316,13 @@ async def notifications_page(request: Request) -> Response:
             query = query.where(Notification.status == filters.status)
         return list(session.scalars(query).all())
 
-    rows = await _in_session(request, load)
+    rows = await in_session(request, load)
     return render(request, "notifications.html", {"rows": rows, "filters": filters}, block="notifications")
 
 
 routes = [
     guarded_route("/requests/new", new_request_page, access=Access.member),
+    guarded_route("/requests", requests_page, access=Access.member),
     guarded_route("/requests", submit_request, access=Access.member, methods=["POST"]),
     guarded_route("/requests/{request_id:int}", request_page, access=Access.member),
     guarded_route("/requests/{request_id:int}/approve", approve, access=Access.approver, methods=["POST"]),

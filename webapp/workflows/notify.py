@@ -29,7 +29,7 @@ import logging
 import smtplib
 import ssl
 from email.utils import formatdate
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import httpx
 import sqlalchemy as sa
