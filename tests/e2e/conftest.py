@@ -23,7 +23,10 @@ from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, sync_pl
 
 from e2e.support import AXE_URL_PATH, CHROMIUM, CHROMIUM_ARGS, LiveServer, Watched, serve_axe
 from webapp.app import create_app
+from webapp.catalog import ResourceChanges, save_resource
 from webapp.config import Settings
+from webapp.db import Database
+from webapp.models import User
 
 ACTION_TIMEOUT_MS = 10_000
 HERE = Path(__file__).resolve().parent
@@ -92,3 +95,15 @@ def open_page(serve: Any, browser: Browser) -> Iterator[Callable[..., Watched]]:
     yield open_
     for context in contexts:
         context.close()
+
+
+@pytest.fixture
+def server(serve, database: Database, people: dict[str, User]) -> LiveServer:  # type: ignore[no-untyped-def]
+    """The app over the `people` fixture and one resource that Arlo Approver approves."""
+    with database.session() as session:
+        save_resource(session, ResourceChanges(
+            name="staging-db", kind="database", description="The staging database.", approvals_required=1,
+            max_duration_seconds=None, pending_ttl_seconds=72 * 3600, auto_approve=False,
+            approver_ids=[people["approver"].id],  # type: ignore[list-item]
+        ), resource=None, actor="test", actor_id=None)
+    return serve()  # type: ignore[no-any-return]

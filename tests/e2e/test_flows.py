@@ -17,20 +17,9 @@ from webapp.catalog import ResourceChanges, save_resource
 from webapp.db import Database
 from webapp.models import User
 
+
 REASON = "Rotating the staging database credentials this afternoon."
 OpenPage = Callable[..., Watched]
-
-
-@pytest.fixture
-def server(serve, database: Database, people: dict[str, User]) -> LiveServer:  # type: ignore[no-untyped-def]
-    """The app over the `people` fixture and one resource that Arlo Approver approves."""
-    with database.session() as session:
-        save_resource(session, ResourceChanges(
-            name="staging-db", kind="database", description="The staging database.", approvals_required=1,
-            max_duration_seconds=None, pending_ttl_seconds=72 * 3600, auto_approve=False,
-            approver_ids=[people["approver"].id],  # type: ignore[list-item]
-        ), resource=None, actor="test", actor_id=None)
-    return serve()  # type: ignore[no-any-return]
 
 
 def status_badge(watched: Watched) -> str:

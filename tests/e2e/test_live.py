@@ -1,0 +1,67 @@
+"""The live dashboard in two browsers: the approver's dashboard shows a new request (row on
+top, toast) the moment the member sends it; the member's dashboard shows the approval (row
+status, counters, toast) the moment the approver decides. Neither page reloads."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from e2e.support import LiveServer, Watched, choose_resource, sign_in
+from playwright.sync_api import expect
+
+OpenPage = Callable[..., Watched]
+REASON = "Checking the nightly backups of the staging database."
+LIVE_MS = 10_000
+
+
+def mark(watched: Watched) -> None:
+    """Leave a value on the page that any reload would wipe out."""
+    watched.page.evaluate("window.notReloaded = true")
+
+
+def not_reloaded(watched: Watched) -> bool:
+    return watched.page.evaluate("window.notReloaded === true") is True
+
+
+def test_a_request_and_its_approval_reach_the_other_dashboard_live(server: LiveServer, open_page: OpenPage) -> None:
+    approver = open_page(server)
+    sign_in(approver, "approver@example.com")
+    approver.goto("/")
+    mark(approver)
+    member = open_page(server)
+    sign_in(member, "member@example.com")
+    member.goto("/")
+    pending_before = member.page.locator("#counters .counter-value").first.inner_text()
+
+    member.goto("/requests/new")
+    choose_resource(member, "staging-db")
+    member.page.get_by_label("Why do you need it?").fill(REASON)
+    member.page.get_by_role("button", name="Send request").click()
+    heading = member.page.locator("#request-detail h1")
+    expect(heading).to_contain_text("staging-db")
+    request_id = int(re.search(r"#(\d+)", heading.inner_text())[1])  # type: ignore[index]
+    member.goto("/")
+    mark(member)
+    expect(member.page.locator("#counters .counter-value").first).not_to_have_text(pending_before)
+
+    # The approver's dashboard, loaded before the request existed, now has it on top.
+    row = approver.page.locator(f"#request-row-{request_id}")
+    expect(row).to_contain_text("requested", timeout=LIVE_MS)
+    expect(approver.page.locator("#requests-table tbody tr").first).to_have_id(f"request-row-{request_id}")
+    expect(approver.page.locator("#toasts")).to_contain_text(f"New request #{request_id}", timeout=LIVE_MS)
+    assert not_reloaded(approver)
+
+    row.get_by_role("button", name=f"Approve request #{request_id}").click()  # a plain form: this page goes
+    approver.page.wait_for_url(f"**/requests/{request_id}")
+
+    member_row = member.page.locator(f"#request-row-{request_id}")
+    expect(member_row).to_contain_text("approved", timeout=LIVE_MS)
+    expect(member_row).to_have_class(re.compile(r"\bstatus-approved\b"))
+    expect(member_row.get_by_role("button")).to_have_count(0)  # nothing left to cancel
+    expect(member.page.locator("#toasts")).to_contain_text(f"Request #{request_id} for staging-db was approved",
+                                                           timeout=LIVE_MS)
+    expect(member.page.locator("#counters .counter-value").first).to_have_text(pending_before, timeout=LIVE_MS)
+    assert not_reloaded(member)
+    member.assert_clean()
+    approver.assert_clean()
