@@ -204,6 +204,14 @@ def client(app) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
+def pg_settings(on_postgres: bool, request: pytest.FixtureRequest) -> Settings:
+    """`settings`, for tests that run several real processes on one database: PostgreSQL only."""
+    if not on_postgres:
+        pytest.skip("real processes sharing one database need PostgreSQL: set TEST_DATABASE_URL")
+    return request.getfixturevalue("settings")  # type: ignore[no-any-return]
+
+
+@pytest.fixture
 def database(settings: Settings) -> Iterator[Database]:
     """Direct access to the app tables, for arranging and asserting."""
     db = Database(settings.database_url)

@@ -523,22 +523,6 @@ def _workflow_statuses(system: sa.Engine) -> tuple[Counter[str], int]:
 
 # Fixtures -----------------------------------------------------------------------------------
 
-@pytest.fixture
-def pg_settings(on_postgres: bool, request: pytest.FixtureRequest) -> Settings:
-    if not on_postgres:
-        pytest.skip("the crash test kills a real app process and needs PostgreSQL: set TEST_DATABASE_URL")
-    return request.getfixturevalue("settings")  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def crash_db(pg_settings: Settings) -> Iterator[Database]:
-    db = Database(pg_settings.database_url)
-    try:
-        yield db
-    finally:
-        db.dispose()
-
-
 def make_people(db: Database) -> People:
     with db.session() as session:
         admin = create_user(session, email="root@example.test", name="Ria Root", password=None, role="admin")
@@ -592,13 +576,13 @@ def crash_env(settings: Settings, port: int, smtp: GatedSmtp, webhook: GatedWebh
 
 # The test -----------------------------------------------------------------------------------
 
-def test_kill_9_loses_and_repeats_nothing(pg_settings: Settings, crash_db: Database, gated_smtp: GatedSmtp,
+def test_kill_9_loses_and_repeats_nothing(pg_settings: Settings, database: Database, gated_smtp: GatedSmtp,
                                           gated_webhook: GatedWebhook, tmp_path: Path) -> None:
     began = time.monotonic()
     seed = int(os.environ.get("CRASH_TEST_SEED", "20250611"))
     rng = random.Random(seed)
-    people = make_people(crash_db)
-    resource_ids = make_resources(crash_db, people, 80)
+    people = make_people(database)
+    resource_ids = make_resources(database, people, 80)
     port = free_port()
     log_path = tmp_path / "app.log"
     plan = list(PLAN)
@@ -608,7 +592,7 @@ def test_kill_9_loses_and_repeats_nothing(pg_settings: Settings, crash_db: Datab
 
     with log_path.open("w") as log:
         app = AppProcess(crash_env(pg_settings, port, gated_smtp, gated_webhook), log, port=port, cwd=tmp_path)
-        scenario = Scenario(app, crash_db, people, resource_ids, gated_smtp, gated_webhook, rng, system)
+        scenario = Scenario(app, database, people, resource_ids, gated_smtp, gated_webhook, rng, system)
         try:
             app.start()
             for kind in plan:
@@ -630,7 +614,7 @@ def test_kill_9_loses_and_repeats_nothing(pg_settings: Settings, crash_db: Datab
     assert sorted(ids) == sorted(scenario.form_keys.values())
 
     # Every request approved once, granted once, and its history written once.
-    with crash_db.session() as session:
+    with database.session() as session:
         requests = {r.id: r for r in session.scalars(sa.select(AccessRequest))}
         grants = session.execute(sa.select(Grant.request_id, Grant.id)).all()
         events = session.execute(sa.select(AuditEvent.subject, AuditEvent.action)

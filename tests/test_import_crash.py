@@ -35,22 +35,6 @@ MALFORMED_EVERY = 50
 
 
 @pytest.fixture
-def pg_settings(on_postgres: bool, request: pytest.FixtureRequest) -> Settings:
-    if not on_postgres:
-        pytest.skip("the import crash test kills real processes and needs PostgreSQL: set TEST_DATABASE_URL")
-    return request.getfixturevalue("settings")  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def db(pg_settings: Settings) -> Iterator[Database]:
-    database = Database(pg_settings.database_url)
-    try:
-        yield database
-    finally:
-        database.dispose()
-
-
-@pytest.fixture
 def api() -> Iterator[RandomUserServer]:
     with RandomUserServer() as server:
         server.delay = 0.05  # a page takes a moment, so kills land mid-job
@@ -73,22 +57,22 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = FINISH_SECOND
     return wait_until(check, what, timeout, interval=0.02)
 
 
-def chunks_done(db: Database, job_id: int) -> int:
-    with db.session() as session:
+def chunks_done(database: Database, job_id: int) -> int:
+    with database.session() as session:
         return int(session.scalar(sa.select(sa.func.count()).select_from(ImportChunk)
                                   .where(ImportChunk.job_id == job_id, ImportChunk.status == "done")) or 0)
 
 
-def job_status(db: Database, job_id: int) -> str:
-    with db.session() as session:
+def job_status(database: Database, job_id: int) -> str:
+    with database.session() as session:
         return str(session.get_one(ImportJob, job_id).status)
 
 
-def assert_imported_exactly_once(db: Database, api: RandomUserServer, job_id: int, seed: str, count: int) -> None:
+def assert_imported_exactly_once(database: Database, api: RandomUserServer, job_id: int, seed: str, count: int) -> None:
     bad = count // MALFORMED_EVERY
     valid = count - bad
     expected_uuids = {api.person(seed, n)["login"]["uuid"] for n in range(count) if (n + 1) % MALFORMED_EVERY}
-    with db.session() as session:
+    with database.session() as session:
         job = session.get_one(ImportJob, job_id)
         chunks = list(session.scalars(sa.select(ImportChunk).where(ImportChunk.job_id == job_id)))
         uuids = list(session.scalars(sa.select(ImportedPerson.login_uuid)))
@@ -106,18 +90,18 @@ def assert_imported_exactly_once(db: Database, api: RandomUserServer, job_id: in
     assert actions["import.started"] == 1 and actions["import.finished"] == 1
 
 
-def admin_token(db: Database) -> str:
-    with db.session() as session:
+def admin_token(database: Database) -> str:
+    with database.session() as session:
         admin = create_user(session, email="importer@example.test", name="Ida Importer", password=None, role="admin")
         issuer = Principal(admin.id, admin.email, admin.name, admin.role)  # type: ignore[arg-type]
         _, secret = issue_token(session, user=admin, name="crash", issued_by=issuer, now=utcnow())
         return secret
 
 
-def test_a_killed_server_finishes_the_import_exactly_once(pg_settings: Settings, db: Database,
+def test_a_killed_server_finishes_the_import_exactly_once(pg_settings: Settings, database: Database,
                                                           api: RandomUserServer, tmp_path: Path) -> None:
     count, seed = 4000, "crash-serve"
-    token = admin_token(db)
+    token = admin_token(database)
     with (tmp_path / "app.log").open("w") as log:
         server = AppProcess(env_for(pg_settings, tmp_path), log)
         try:
@@ -130,27 +114,27 @@ def test_a_killed_server_finishes_the_import_exactly_once(pg_settings: Settings,
             job_id = response.json()["id"]
             kills = []
             server.kill()  # right after the start: the first page is being fetched
-            kills.append(chunks_done(db, job_id))
+            kills.append(chunks_done(database, job_id))
             for at_least in (8, 24):
                 server.start()
-                wait_for(lambda n=at_least: chunks_done(db, job_id) >= n, f"{at_least} chunks")  # type: ignore[misc]
+                wait_for(lambda n=at_least: chunks_done(database, job_id) >= n, f"{at_least} chunks")  # type: ignore[misc]
                 server.kill()
-                kills.append(chunks_done(db, job_id))
-            assert job_status(db, job_id) == "running" and kills[-1] < 40, kills
+                kills.append(chunks_done(database, job_id))
+            assert job_status(database, job_id) == "running" and kills[-1] < 40, kills
             server.start()
-            wait_for(lambda: job_status(db, job_id) == "finished", "the job to finish")
+            wait_for(lambda: job_status(database, job_id) == "finished", "the job to finish")
         except BaseException:
             log.flush()
             print((tmp_path / "app.log").read_text()[-6000:])
             raise
         finally:
             server.stop()
-    assert_imported_exactly_once(db, api, job_id, seed, count)
+    assert_imported_exactly_once(database, api, job_id, seed, count)
     print(f"\nkilled at {kills} chunks done of 40; {len(api.requests)} page requests for 20 pages")
     assert len(api.requests) <= 20 + len(kills), "cached pages are not fetched again"
 
 
-def test_a_killed_cli_finishes_the_import_when_run_again(pg_settings: Settings, db: Database,
+def test_a_killed_cli_finishes_the_import_when_run_again(pg_settings: Settings, database: Database,
                                                          api: RandomUserServer, tmp_path: Path) -> None:
     count, seed = 3000, "crash-cli"
     command = [sys.executable, "-m", "webapp", "import-users", "--source", api.url, "--count", str(count),
@@ -159,28 +143,28 @@ def test_a_killed_cli_finishes_the_import_when_run_again(pg_settings: Settings, 
     with (tmp_path / "cli.log").open("w") as log:
         first = subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                  start_new_session=True)
-        job_id = wait_for(lambda: _only_job(db), "the job to be recorded", READY_SECONDS)
-        wait_for(lambda: chunks_done(db, job_id) >= 6, "6 chunks")
+        job_id = wait_for(lambda: _only_job(database), "the job to be recorded", READY_SECONDS)
+        wait_for(lambda: chunks_done(database, job_id) >= 6, "6 chunks")
         kill_group(first)
-        killed_at = chunks_done(db, job_id)
-        assert job_status(db, job_id) == "running" and killed_at < 30
+        killed_at = chunks_done(database, job_id)
+        assert job_status(database, job_id) == "running" and killed_at < 30
         again = subprocess.run(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                timeout=FINISH_SECONDS)
     output = again.stdout.decode()
     assert again.returncode == 0, output + (tmp_path / "cli.log").read_text()
     assert f"import {job_id} with these settings is unfinished; following it" in output
     assert f"import {job_id} finished: {count - count // MALFORMED_EVERY:,} people imported" in output
-    assert_imported_exactly_once(db, api, job_id, seed, count)
-    with db.session() as session:
+    assert_imported_exactly_once(database, api, job_id, seed, count)
+    with database.session() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(ImportJob)) == 1
 
 
-def _only_job(db: Database) -> int | None:
-    with db.session() as session:
+def _only_job(database: Database) -> int | None:
+    with database.session() as session:
         return session.scalar(sa.select(ImportJob.id))
 
 
-def test_5000_people_with_members_on_postgres(pg_settings: Settings, db: Database, tmp_path: Path,
+def test_5000_people_with_members_on_postgres(pg_settings: Settings, database: Database, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     from webapp.people_import.cli import import_users
 
@@ -190,7 +174,7 @@ def test_5000_people_with_members_on_postgres(pg_settings: Settings, db: Databas
                           chunk_size=500, create_users=True, quiet=True)
     elapsed = time.monotonic() - began
     assert status == 0, capsys.readouterr()
-    with db.session() as session:
+    with database.session() as session:
         people = session.scalar(sa.select(sa.func.count()).select_from(ImportedPerson))
         linked = session.scalar(sa.select(sa.func.count()).select_from(ImportedPerson)
                                 .where(ImportedPerson.user_id.is_not(None)))  # type: ignore[union-attr]

@@ -63,12 +63,16 @@ def test_grants_about_to_end_are_announced_once(settings, database: Database,  #
                                                 people: dict[str, Any]) -> None:
     resource_id = make_resource(database, people)
     now = utcnow()
+    week_ago = now - timedelta(days=7)
     with database.session() as session:
-        grants = [Grant(user_id=people["member"].id, resource_id=resource_id, expires_at=now + ends)
+        grants = [Grant(user_id=people["member"].id, resource_id=resource_id, granted_at=week_ago, expires_at=now + ends)
                   for ends in (timedelta(hours=2), timedelta(hours=48), timedelta(hours=-1))]
+        # An 8-hour grant given an hour ago has always been "ending within a day": no announcement.
+        short = Grant(user_id=people["member"].id, resource_id=resource_id, granted_at=now - timedelta(hours=1),
+                      expires_at=now + timedelta(hours=7))
         revoked = Grant(user_id=people["member"].id, resource_id=resource_id, expires_at=now + timedelta(hours=1),
                         revoked_at=now)
-        session.add_all([*grants, revoked])
+        session.add_all([*grants, short, revoked])
         session.flush()
         soon_id = grants[0].id
 
@@ -80,4 +84,4 @@ def test_grants_about_to_end_are_announced_once(settings, database: Database,  #
         wait_for(announced, timeout=20, what="the announcement")
         wait_for(lambda: len(DBOS.list_workflows(schedule_name="sweep", status="SUCCESS")) >= 3, timeout=20,
                  what="two more ticks")
-    assert announced() == [f"grant:{soon_id}"], "only the active grant ending within a day, and once"
+    assert announced() == [f"grant:{soon_id}"], "only the long active grant now ending within a day, once"

@@ -24,13 +24,6 @@ REASON = "Two processes: checking that the feed crosses them."
 
 
 @pytest.fixture
-def pg_settings(on_postgres: bool, request: pytest.FixtureRequest) -> Settings:
-    if not on_postgres:
-        pytest.skip("several processes on one database need PostgreSQL: set TEST_DATABASE_URL")
-    return request.getfixturevalue("settings")  # type: ignore[no-any-return]
-
-
-@pytest.fixture
 def processes(pg_settings: Settings, tmp_path: Path) -> Iterator[tuple[AppProcess, AppProcess]]:
     with (tmp_path / "a.log").open("w") as log_a, (tmp_path / "b.log").open("w") as log_b:
         apps = (AppProcess(app_env(pg_settings, EXECUTOR_ID="proc-a"), log_a, cwd=tmp_path),

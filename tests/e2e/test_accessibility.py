@@ -108,6 +108,8 @@ def test_every_page_passes_axe_with_a_clean_console(serve, open_page, database: 
     audit.check(member, "my requests")
     member.goto("/my/access")
     audit.check(member, "my access")
+    member.goto("/requests")
+    audit.check(member, "all my visible requests")
     member.goto("/requests/999999", status=404)
     audit.check(member, "error page (404)", allow=(expected_status(404),))
 
@@ -120,6 +122,12 @@ def test_every_page_passes_axe_with_a_clean_console(serve, open_page, database: 
     approver.goto(f"/requests/{request_id}")
     assert approver.page.get_by_role("button", name="Approve").is_visible()
     audit.check(approver, "request with decision buttons")
+    approver.goto("/requests?status=requested&sort=requester&order=asc")
+    assert approver.page.get_by_role("button", name=f"Approve request #{request_id}").is_visible()
+    audit.check(approver, "requests table, filtered and sorted, with row decision forms")
+    approver.page.locator("#sort-resource").click()  # htmx swaps the table in place
+    approver.page.wait_for_url("**/requests?*sort=resource*")
+    audit.check(approver, "requests table re-sorted by htmx")
 
     # An admin: people, one person (and a new token), resources, one resource, the outbox,
     # a granted request with the revoke form, and forms re-rendered with errors.

@@ -7,7 +7,9 @@
   alone, even if its process is down: recovery will let it expire the request itself.
 - It announces each active grant once as it enters its last EXPIRING_WINDOW
   (`grant.expiring`): the holder gets a reminder toast and every dashboard's "expiring
-  soon" counter moves, though no row changed.
+  soon" counter moves, though no row changed. Grants that were shorter than the window
+  to begin with are not announced: they were "ending soon" from the start (and the
+  request's workflow sends its own reminder before the end).
 
 Both write audit events, so they reach browsers through the same live feed as every
 other change.
@@ -81,15 +83,17 @@ def announce_expiring(now: str) -> int:
         AuditEvent.action == EXPIRING_ACTION,
         AuditEvent.subject == sa.literal("grant:", sa.String) + sa.cast(Grant.id, sa.String))
     grants = session.execute(
-        sa.select(Grant.id, Grant.expires_at, Grant.user_id)
+        sa.select(Grant.id, Grant.granted_at, Grant.expires_at, Grant.user_id)
         .where(Grant.revoked_at.is_(None), Grant.expires_at > moment,  # type: ignore[union-attr, operator]
-               Grant.expires_at <= moment + EXPIRING_WINDOW, ~announced.exists())  # type: ignore[operator]
+               Grant.expires_at <= moment + EXPIRING_WINDOW,  # type: ignore[operator]
+               Grant.granted_at < moment - GRACE, ~announced.exists())  # type: ignore[operator]
         .order_by(Grant.expires_at).limit(BATCH)
     ).all()
-    for grant_id, expires_at, user_id in grants:
+    long_ones = [g for g in grants if g.expires_at - g.granted_at > EXPIRING_WINDOW]
+    for grant_id, _granted_at, expires_at, user_id in long_ones:
         record_event(session, actor="sweep", action=EXPIRING_ACTION, subject=f"grant:{grant_id}",
                      details={"expires_at": expires_at.isoformat(), "user_id": user_id})
-    return len(grants)
+    return len(long_ones)
 
 
 @DBOS.workflow()
