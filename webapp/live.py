@@ -64,6 +64,8 @@ class FeedEvent:
     row: TableRow | None = None
     approvers: frozenset[int] = frozenset()
     approved_by: frozenset[int] = frozenset()
+    # HTML rendered for this event, shared by every stream that sends it (webapp/web/live_messages.py).
+    rendered: dict[Any, str] = field(default_factory=dict, compare=False, repr=False)
 
     def visible_to(self, user_id: int, is_admin: bool) -> bool:
         return is_admin or (self.audience is not None and user_id in self.audience)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Callable
 
 from starlette.concurrency import run_in_threadpool
 
@@ -27,7 +28,17 @@ class CounterCache:
         self.size = size
         self._counters: OrderedDict[tuple[int, int], Counters] = OrderedDict()
         self._locks: dict[tuple[int, int], asyncio.Lock] = {}
+        self._html: OrderedDict[tuple[int, int], str] = OrderedDict()
         self.loads = 0  # how many times the database was asked (tests and benchmarks read it)
+
+    async def html(self, principal: Principal, as_of: int, render: Callable[[Counters], str]) -> str:
+        """The counters as rendered by `render`, once per person and audit id like the counts."""
+        key = (principal.id, as_of)
+        if key not in self._html:
+            self._html[key] = render(await self.get(principal, as_of))
+            while len(self._html) > self.size:
+                self._html.popitem(last=False)
+        return self._html[key]
 
     async def get(self, principal: Principal, as_of: int) -> Counters:
         """`principal`'s counters as of audit id `as_of` (or later)."""

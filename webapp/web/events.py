@@ -20,6 +20,7 @@ from starlette.responses import Response
 
 from webapp.auth import Principal
 from webapp.live import FeedEvent, load_events
+from webapp.overview import Counters
 from webapp.web.live_messages import COUNTED, messages
 from webapp.web.rendering import render, request_context
 from webapp.web.security import Access, current_principal, guarded_route
@@ -35,9 +36,12 @@ def last_event_id(request: Request) -> int | None:
 
 async def _counters(request: Request, principal: Principal, as_of: int) -> ServerSentEvent:
     """The dashboard counters section for this viewer, which replaces itself on the page."""
-    counters = await request.app.state.counters.get(principal, as_of)
-    html = render(request, "home.html", {"counters": counters}, block="counters", fragment_only=True)
-    return ServerSentEvent(data=bytes(html.body).decode().strip(), event="counters")
+
+    def as_html(counters: Counters) -> str:
+        page = render(request, "home.html", {"counters": counters}, block="counters", fragment_only=True)
+        return bytes(page.body).decode().strip()
+
+    return ServerSentEvent(data=await request.app.state.counters.html(principal, as_of, as_html), event="counters")
 
 
 def _render(request: Request, event: FeedEvent, principal: Principal) -> list[ServerSentEvent]:

@@ -12,7 +12,9 @@ and for every event they may see, last, the one that carries the SSE id:
   `audit`      an entry of the activity list
 Only the last message has an id, so a browser that reconnects halfway through an event gets
 the whole of it again from Last-Event-ID. Everything is rendered from the event, which the
-process loaded once for all its subscribers: no query per viewer.
+process loaded once for all its subscribers: no query per viewer. And each distinct piece of
+HTML is rendered once per event (kept on the event): viewers differ only in the buttons they
+get and in their CSRF token, which is put into the shared HTML by a string replacement.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from webapp.request_table import RowActions
 
 # Events after which the dashboard counters may have moved.
 COUNTED = ("request.", "grant.")
+# Stands for the viewer's CSRF token in shared HTML (tokens are URL-safe: no escaping differs).
+CSRF_SLOT = "__gatehouse_csrf_slot__"
 
 
 @dataclass(frozen=True)
@@ -78,19 +82,24 @@ def messages(env: Environment, context: dict[str, Any], event: FeedEvent, princi
     """The SSE messages for one event and one viewer who may see it, id-bearing one last."""
     out: list[ServerSentEvent] = []
     if event.row is not None:
-        row_html = _render_block(env, context, "row", event=event, actions=row_actions(event, principal))
+        actions = row_actions(event, principal)
+        row_html = _shared(env, event, ("row", actions), "row", actions=actions)
+        row_html = row_html.replace(CSRF_SLOT, context.get("csrf_token", ""))
         out.append(ServerSentEvent(data=row_html, event=f"row-{event.row.id}"))
         if event.action == "request.submitted":
             out.append(ServerSentEvent(data=row_html, event="new-row"))
         toast = toast_for(event, principal)
         if toast is not None:
-            out.append(ServerSentEvent(data=_render_block(env, context, "toast", toast=toast), event="toast"))
-    out.append(ServerSentEvent(data=_render_block(env, context, "activity", event=event), event="audit",
-                               id=str(event.id)))
+            out.append(ServerSentEvent(data=_shared(env, event, toast, "toast", toast=toast), event="toast"))
+    out.append(ServerSentEvent(data=_shared(env, event, "activity", "activity"), event="audit", id=str(event.id)))
     return out
 
 
-def _render_block(env: Environment, context: dict[str, Any], block: str, **values: Any) -> str:
-    template = env.get_template("_live_event.html")
-    render = template.blocks[block]
-    return "".join(render(template.new_context({**context, **values}))).strip()
+def _shared(env: Environment, event: FeedEvent, key: Any, block: str, **values: Any) -> str:
+    """`block` of _live_event.html for this event, rendered once per distinct `key`."""
+    html = event.rendered.get(key)
+    if html is None:
+        template = env.get_template("_live_event.html")
+        context = template.new_context({"event": event, "csrf_token": CSRF_SLOT, **values})
+        html = event.rendered[key] = "".join(template.blocks[block](context)).strip()
+    return html
