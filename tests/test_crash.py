@@ -515,9 +515,11 @@ def _delivery_backlog(system: sa.Engine) -> int:
 
 
 def _workflow_statuses(system: sa.Engine) -> tuple[Counter[str], int]:
-    """How many workflows end in each status, and the most dispatches any one needed."""
+    """How many workflows end in each status, and the most dispatches any one needed; not
+    counting the sweep's scheduled ticks (one may be enqueued when the app stops)."""
     with system.connect() as conn:
-        rows = conn.execute(sa.text("SELECT status, recovery_attempts FROM dbos.workflow_status")).all()
+        rows = conn.execute(sa.text("SELECT status, recovery_attempts FROM dbos.workflow_status "
+                                    "WHERE schedule_name IS NULL")).all()
     return Counter(status for status, _ in rows), max((n or 0 for _, n in rows), default=0)
 
 
