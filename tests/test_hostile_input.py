@@ -51,6 +51,9 @@ QUERIES: dict[str, list[str]] = {
     "/login": ["next"],
     "/admin/users": ["q", "page"],
     "/admin/import": ["status"],
+    "/errors": ["source", "before"],
+    "/audit": ["actor", "action", "subject", "since", "until", "before"],
+    "/audit.csv": ["actor", "action", "subject", "since", "until"],
 }
 
 hostile_text = st.one_of(
