@@ -52,6 +52,7 @@ QUERIES: dict[str, list[str]] = {
     "/admin/users": ["q", "page"],
     "/admin/import": ["status"],
     "/errors": ["source", "before"],
+    "/ops/workflows": ["status", "name", "queue", "prefix", "page"],
     "/audit": ["actor", "action", "subject", "since", "until", "before"],
     "/audit.csv": ["actor", "action", "subject", "since", "until"],
 }

@@ -51,6 +51,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/admin/resources/{resource_id:int}"): Access.admin,
     ("POST", "/admin/resources/{resource_id:int}"): Access.admin,
     ("GET", "/errors"): Access.admin,
+    ("GET", "/ops/workflows"): Access.admin,
     ("GET", "/audit"): Access.admin,
     ("GET", "/audit.csv"): Access.admin,
     ("GET", "/admin/import"): Access.admin,

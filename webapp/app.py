@@ -30,7 +30,7 @@ from webapp.middleware import (
 )
 from webapp.live import AuditFeed
 from webapp.live_counters import CounterCache
-from webapp.web import admin, events, health, home, imports, logs, requests
+from webapp.web import admin, events, health, home, imports, logs, ops, requests
 from webapp.web import auth as auth_pages
 from webapp.web.errors import EXCEPTION_HANDLERS
 from webapp.web.rendering import create_templates
@@ -51,6 +51,7 @@ def app_routes() -> list[BaseRoute]:
         *admin.routes,
         *imports.routes,
         *logs.routes,
+        *ops.routes,
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
 

@@ -166,6 +166,8 @@ def test_every_page_passes_axe_with_a_clean_console(serve, open_page, database: 
     audit.check(admin, "error log")
     admin.goto("/audit?action=request.")
     audit.check(admin, "audit log, filtered")
+    admin.goto("/ops/workflows")
+    audit.check(admin, "workflows")
     admin.goto(f"/requests/{granted}")
     assert admin.page.get_by_role("button", name="Revoke access now").is_visible()
     audit.check(admin, "granted request with the revoke form")
