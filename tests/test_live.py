@@ -102,6 +102,34 @@ def test_tailer_waits_out_a_hole_then_skips_it(database: Database, settings) -> 
     assert feed._cursor == 15
 
 
+def test_a_stream_that_subscribes_while_the_idle_tailer_looks_misses_nothing(
+        database: Database, settings, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """With nobody listening the tailer only moves its cursor to the newest id. If a stream
+    subscribes (and replays) while that query runs, rows the query counts must still reach it."""
+    import asyncio
+
+    from webapp import live
+
+    feed = AuditFeed(database)
+    joined: list[live.Subscription] = []
+    newest = live.latest_event_id
+
+    def racing_latest(db: Database) -> int:
+        joined.append(feed.subscribe())  # a browser connects; its replay found nothing yet
+        write(database, "request:1", "request.approved")  # then a change commits
+        return newest(db)
+
+    async def two_polls() -> list[int]:
+        monkeypatch.setattr(live, "latest_event_id", racing_latest)
+        await feed.poll_once()
+        monkeypatch.setattr(live, "latest_event_id", newest)
+        await feed.poll_once()
+        queue = joined[0].queue
+        return [queue.get_nowait().id for _ in range(queue.qsize())]  # type: ignore[union-attr]
+
+    assert len(asyncio.run(two_polls())) == 1, "the change committed during the race is delivered"
+
+
 def test_a_slow_subscriber_is_dropped_not_buffered(database: Database, settings) -> None:  # type: ignore[no-untyped-def]
     from webapp.live import FeedEvent
     from webapp.models import utcnow

@@ -211,9 +211,11 @@ class AuditFeed:
         if not self.subscribers:
             # Nobody listens: just keep up with the table (browsers that connect later
             # replay from their Last-Event-ID), instead of loading rows for no one.
-            self._cursor = await run_in_threadpool(latest_event_id, self.database)
-            self._delivered_above.clear()
-            self._gap_since = None
+            latest = await run_in_threadpool(latest_event_id, self.database)
+            if not self.subscribers:  # still nobody: a stream that subscribed meanwhile may
+                self._cursor = latest  # have replayed before rows that `latest` counts
+                self._delivered_above.clear()
+                self._gap_since = None
             return []
         events = await run_in_threadpool(load_events, self.database, after=self._cursor)
         fresh = [e for e in events if e.id not in self._delivered_above]
