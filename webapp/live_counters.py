@@ -29,7 +29,6 @@ class CounterCache:
         self._counters: OrderedDict[tuple[int, int], Counters] = OrderedDict()
         self._locks: dict[tuple[int, int], asyncio.Lock] = {}
         self._html: OrderedDict[tuple[int, int], str] = OrderedDict()
-        self.loads = 0  # how many times the database was asked (tests and benchmarks read it)
 
     async def html(self, principal: Principal, as_of: int, render: Callable[[Counters], str]) -> str:
         """The counters as rendered by `render`, once per person and audit id like the counts."""
@@ -50,7 +49,6 @@ class CounterCache:
             async with lock:
                 if key not in self._counters:
                     self._counters[key] = await run_in_threadpool(self._load, principal)
-                    self.loads += 1
                     while len(self._counters) > self.size:
                         self._counters.popitem(last=False)
                 return self._counters[key]

@@ -63,14 +63,18 @@ def _prefix_or_exact(column: Any, value: str, separator: str) -> Any:
     return column == value
 
 
-def error_page(session: Session, query: ErrorQuery) -> Page:
-    statement = sa.select(ErrorRecord).order_by(ErrorRecord.id.desc())  # type: ignore[union-attr]
-    if query.source:
-        statement = statement.where(ErrorRecord.source == query.source)
-    if query.before:
-        statement = statement.where(ErrorRecord.id < query.before)  # type: ignore[operator]
-    rows = list(session.scalars(statement.limit(PAGE_SIZE + 1)))
+def _newest_first(session: Session, model: Any, where: list[Any], before: int | None) -> Page:
+    """One page of `model` rows matching `where`, newest first, below id `before`: LIMIT+1
+    tells whether an older page exists."""
+    if before:
+        where = [*where, model.id < before]
+    rows = list(session.scalars(sa.select(model).where(*where).order_by(model.id.desc()).limit(PAGE_SIZE + 1)))
     return Page(rows[:PAGE_SIZE], rows[PAGE_SIZE - 1].id if len(rows) > PAGE_SIZE else None)
+
+
+def error_page(session: Session, query: ErrorQuery) -> Page:
+    return _newest_first(session, ErrorRecord, [ErrorRecord.source == query.source] if query.source else [],
+                         query.before)
 
 
 def error_sources(session: Session) -> list[str]:
@@ -93,11 +97,7 @@ def _audit_filters(query: AuditQuery) -> list[Any]:
 
 
 def audit_page(session: Session, query: AuditQuery) -> Page:
-    statement = sa.select(AuditEvent).where(*_audit_filters(query)).order_by(AuditEvent.id.desc())  # type: ignore[union-attr]
-    if query.before:
-        statement = statement.where(AuditEvent.id < query.before)  # type: ignore[operator]
-    rows = list(session.scalars(statement.limit(PAGE_SIZE + 1)))
-    return Page(rows[:PAGE_SIZE], rows[PAGE_SIZE - 1].id if len(rows) > PAGE_SIZE else None)
+    return _newest_first(session, AuditEvent, _audit_filters(query), query.before)
 
 
 AUDIT_COLUMNS = ("id", "at", "actor", "actor_id", "action", "subject", "details")

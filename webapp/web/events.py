@@ -22,7 +22,7 @@ from webapp.auth import Principal
 from webapp.live import FeedEvent, load_events
 from webapp.overview import Counters
 from webapp.web.live_messages import COUNTED, messages
-from webapp.web.rendering import render, request_context
+from webapp.web.rendering import render_block, request_context
 from webapp.web.security import Access, current_principal, guarded_route
 
 HEARTBEAT_SECONDS = 15
@@ -38,8 +38,7 @@ async def _counters(request: Request, principal: Principal, as_of: int) -> Serve
     """The dashboard counters section for this viewer, which replaces itself on the page."""
 
     def as_html(counters: Counters) -> str:
-        page = render(request, "home.html", {"counters": counters}, block="counters", fragment_only=True)
-        return bytes(page.body).decode().strip()
+        return render_block(request, "home.html", {"counters": counters}, "counters")
 
     return ServerSentEvent(data=await request.app.state.counters.html(principal, as_of, as_html), event="counters")
 

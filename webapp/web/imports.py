@@ -30,7 +30,7 @@ from webapp.people_import.plan import MAX_CHUNKS
 from webapp.people_import.source import available_files
 from webapp.runtime import start_workflow
 from webapp.web.events import HEARTBEAT_SECONDS, SEND_TIMEOUT_SECONDS
-from webapp.web.rendering import render, wants_json
+from webapp.web.rendering import render, render_block, wants_json
 from webapp.web.sessions import in_session
 from webapp.web.security import Access, current_principal, guarded_route
 from webapp.workflows.imports import (
@@ -216,8 +216,7 @@ async def job_events(request: Request) -> Response:
                 context = await _progress_context(request, job_id)
                 if context is None:
                     return
-                html = render(request, "admin_import_job.html", context, block="import_progress",
-                              fragment_only=True).body.decode()
+                html = render_block(request, "admin_import_job.html", context, "import_progress")
                 if html != sent:
                     yield ServerSentEvent(data=html, event="progress")
                     sent = html

@@ -75,3 +75,8 @@ def render(
     if block:
         response.headers.append("Vary", "HX-Request")
     return response
+
+
+def render_block(request: Request, name: str, context: dict[str, Any], block: str) -> str:
+    """One block of `name` as text, for HTML sent outside a response (server-sent events)."""
+    return bytes(render(request, name, context, block=block, fragment_only=True).body).decode().strip()
