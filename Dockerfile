@@ -27,6 +27,8 @@ COPY alembic.ini ./
 COPY migrations/ migrations/
 COPY templates/ templates/
 COPY static/ static/
+# The sample people files: the web form's import sources (IMPORT_FILES_DIR=samples).
+COPY samples/ samples/
 
 # Production uses PostgreSQL; var/ only lets a bare `docker run` (development defaults,
 # SQLite under var/) work as the unprivileged user.
