@@ -65,6 +65,7 @@ class AppProcess:
         self.starts += 1
         self.log.write(f"\n===== start {self.starts} =====\n")
         self.log.flush()
+        self._close_client()  # one left from a run that ended on its own (e.g. POST /ops/shutdown)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "webapp", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
             env=self.env, cwd=self.cwd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,

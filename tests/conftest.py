@@ -242,6 +242,26 @@ def people(database: Database) -> dict[str, "models.User"]:
         }
 
 
+@pytest.fixture
+def fast_settings(settings):  # type: ignore[no-untyped-def]
+    return settings.model_copy(update={
+        "notify_retry_interval_seconds": 0.05, "grant_reminder_min_seconds": 2, "grant_reminder_before_seconds": 1,
+    })
+
+
+@pytest.fixture
+def clients(fast_settings, people) -> Iterator[dict[str, TestClient]]:  # type: ignore[no-untyped-def]
+    """One signed-in browser per person, all on one running app."""
+    app = create_app(fast_settings)
+    with TestClient(app) as first:
+        browsers = {"member": first}
+        for role in ("approver", "approver2", "admin"):
+            browsers[role] = TestClient(app)
+        for role, browser in browsers.items():
+            sign_in(browser, people[role].email)
+        yield browsers
+
+
 def csrf_token(client: TestClient) -> str:
     """The CSRF token the browser holds (fetching a page first if it has none yet)."""
     if "gh_csrf" not in client.cookies:

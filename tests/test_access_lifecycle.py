@@ -7,10 +7,9 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from dbos import DBOS, SetWorkflowID
 from starlette.testclient import TestClient
@@ -42,26 +41,6 @@ def wait_for(check: Callable[[], Any], timeout: float = 15.0, what: str = "condi
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-@pytest.fixture
-def fast_settings(settings):  # type: ignore[no-untyped-def]
-    return settings.model_copy(update={
-        "notify_retry_interval_seconds": 0.05, "grant_reminder_min_seconds": 2, "grant_reminder_before_seconds": 1,
-    })
-
-
-@pytest.fixture
-def clients(fast_settings, people) -> Iterator[dict[str, TestClient]]:  # type: ignore[no-untyped-def]
-    """One signed-in browser per person, all on one running app."""
-    app = create_app(fast_settings)
-    with TestClient(app) as first:
-        browsers = {"member": first}
-        for role in ("approver", "approver2", "admin"):
-            browsers[role] = TestClient(app)
-        for role, browser in browsers.items():
-            sign_in(browser, people[role].email)
-        yield browsers
 
 
 def make_resource(database: Database, people, name: str = "orders-db", *, required: int = 1,  # type: ignore[no-untyped-def]

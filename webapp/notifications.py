@@ -33,6 +33,7 @@ class Message:
     subject: str
     body: str  # plain text
     link: str  # absolute URL of the request page
+    run: str = ""  # "fork-<hex>" when a forked workflow sends it: an operator asked for it again
 
 
 def request_url(base_url: str, request_id: int) -> str:
@@ -41,7 +42,8 @@ def request_url(base_url: str, request_id: int) -> str:
 
 
 def dedup_key(channel: str, message: Message) -> str:
-    """The identity of one delivery: (channel, request, event, recipient).
+    """The identity of one delivery: (channel, request, event, recipient), and the fork that
+    sends it, if any.
 
     Readable where it fits, so an operator can grep for it; hashed when a long address
     would overflow the column. Repeating events need a distinct `event` (for example
@@ -49,6 +51,8 @@ def dedup_key(channel: str, message: Message) -> str:
     """
     request = "-" if message.request_id is None else str(message.request_id)
     key = f"{channel}:{request}:{message.event}:{message.recipient.strip()}"
+    if message.run:
+        key += f":{message.run}"
     if len(key) <= MAX_READABLE_KEY:
         return key
     return f"{channel}:sha256:{hashlib.sha256(key.encode()).hexdigest()}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import sqlalchemy as sa
 from dbos import DBOS
@@ -50,13 +50,18 @@ class WorkflowRow:
     parent: str | None
     link: str | None  # the business object's page
     link_text: str | None
+    href: str  # this workflow's own page
 
 
 def _when(epoch_ms: int | None) -> datetime | None:
     return datetime.fromtimestamp(epoch_ms / 1000, UTC) if epoch_ms else None
 
 
-def _import_job(workflow_id: str) -> int | None:
+def workflow_href(workflow_id: str) -> str:
+    return "/ops/workflows/" + quote(workflow_id, safe="")
+
+
+def import_job_of(workflow_id: str) -> int | None:
     """`import-<job>-...` (runs and chunks); `import-start-<key>` names no job yet."""
     head = workflow_id[len(IMPORT_PREFIX):].split("-", 1)[0]
     return int(head) if workflow_id.startswith(IMPORT_PREFIX) and head.isdigit() else None
@@ -70,17 +75,18 @@ async def workflows_page(request: Request) -> Response:
         workflow_id_prefix=query.prefix or None, limit=PAGE_SIZE + 1, offset=(query.page - 1) * PAGE_SIZE,
         sort_desc=True, load_input=False, load_output=False)
     shown = found[:PAGE_SIZE]
-    ids = [w.workflow_id for w in shown]
+    ids = [i for w in shown for i in (w.workflow_id, w.forked_from) if i]  # a fork works for its original's request
     request_of = dict(await in_session(request, lambda s: s.execute(
         sa.select(AccessRequest.workflow_id, AccessRequest.id).where(AccessRequest.workflow_id.in_(ids))).all()))  # type: ignore[attr-defined]
     rows = []
     for w in shown:
-        job = _import_job(w.workflow_id)
-        link, text = ((f"/requests/{request_of[w.workflow_id]}", f"Request #{request_of[w.workflow_id]}")
-                      if w.workflow_id in request_of else
+        job = import_job_of(w.workflow_id)
+        owner = next((i for i in (w.workflow_id, w.forked_from) if i in request_of), None)
+        link, text = ((f"/requests/{request_of[owner]}", f"Request #{request_of[owner]}")
+                      if owner else
                       (f"/admin/import/{job}", f"Import {job}") if job else (None, None))
         rows.append(WorkflowRow(w.workflow_id, w.name, w.status, w.queue_name, w.executor_id, _when(w.created_at),
-                                _when(w.updated_at), w.parent_workflow_id, link, text))
+                                _when(w.updated_at), w.parent_workflow_id, link, text, workflow_href(w.workflow_id)))
     params = {k: v for k, v in query.model_dump().items() if v not in (None, "") and k != "page"}
 
     def href(page: int) -> str:

@@ -44,6 +44,7 @@ from webapp.models import (
     User,
     utcnow,
 )
+from webapp.workflow_control import fork_label
 from webapp.workflows.notify import Message, request_link, send_notifications
 
 log = logging.getLogger(__name__)
@@ -297,7 +298,7 @@ def record_failure(request_id: int, error_type: str, error_message: str) -> None
 def _message(facts: dict[str, Any], event: str, recipient: str, subject: str, body: str) -> Message:
     request_id = facts["request_id"]
     return Message(request_id=request_id, event=event, recipient=recipient, subject=subject, body=body,
-                   link=request_link(request_id))
+                   link=request_link(request_id), run=fork_label(DBOS.workflow_id))
 
 
 def _ask_approvers(facts: dict[str, Any]) -> None:
