@@ -270,6 +270,21 @@ class LoginAttempt(SQLModel, table=True):
     succeeded: bool = False
 
 
+class ExecutorHeartbeat(SQLModel, table=True):
+    """One row per app process sharing the database, rewritten every few seconds by the process
+    itself (webapp/heartbeat.py): DBOS keeps no table of its executors, and the ops console
+    must tell a live one from one that is gone."""
+
+    __tablename__ = "executor_heartbeat"
+
+    executor_id: str = Field(max_length=200, primary_key=True)
+    app_version: str = Field(max_length=100)
+    hostname: str = Field(max_length=255)
+    pid: int
+    started_at: datetime = _timestamp()
+    last_seen: datetime = _timestamp()
+
+
 # Bulk import -------------------------------------------------------------------------------
 
 
