@@ -101,6 +101,19 @@ RESOURCES: list[tuple[str, str, str, list[str], int, int | None, bool]] = [
 ]
 
 
+# Access most of a department holds, permanently or renewed lately: everyone in the department
+# but its last-listed person, so that person's request form suggests it ("people like you
+# have access to", webapp/suggestions.py).
+TEAM_ACCESS: list[tuple[str, str]] = [
+    ("Engineering", "github-engineering"),
+    ("Platform", "pagerduty-oncall"),
+    ("Data", "analytics-warehouse"),
+    ("Finance", "netsuite"),
+    ("Sales", "salesforce"),
+    ("Support", "zendesk-admin"),
+]
+
+
 @dataclass(frozen=True)
 class DemoLogin:
     email: str
@@ -162,6 +175,7 @@ def seed_demo(session: Session, *, now: datetime | None = None, password: str = 
                      details={"name": name, "approvers": [users[a].email for a in approvers]})
 
     _seed_history(session, rng, now, users, resources)
+    _seed_team_access(session, rng, now, users, resources)
     session.flush()
     return [DemoLogin(u.email, u.name, u.role) for u in users.values()]
 
@@ -209,6 +223,39 @@ def _seed_history(
             _close(session, request, status, decided, requester, "request.canceled")
         else:
             _close(session, request, status, request.pending_until, None, "request.expired")  # type: ignore[arg-type]
+
+
+def _seed_team_access(
+    session: Session, rng: random.Random, now: datetime, users: dict[str, User], resources: dict[str, Resource]
+) -> None:
+    """TEAM_ACCESS as approved requests whose grants are still on, each with its audit trail."""
+    approver_names = {name: names for name, _k, _d, names, *_ in RESOURCES}
+    number = 0
+    for department, resource_name in TEAM_ACCESS:
+        resource = resources[resource_name]
+        team = [users[name] for name, dept, *_ in PEOPLE if dept == department]
+        for member in team[:-1]:
+            holds = session.scalar(sa.select(Grant.id).where(
+                Grant.user_id == member.id, Grant.resource_id == resource.id, Grant.revoked_at.is_(None)))  # type: ignore[union-attr]
+            approvers = [users[a] for a in approver_names[resource_name] if users[a].id != member.id]
+            if holds is not None or not approvers:
+                continue
+            number += 1
+            duration = resource.max_duration_seconds
+            # A time-bound grant was renewed in the last week, so it is still on.
+            created = now - timedelta(days=rng.uniform(1, 7) if duration else rng.uniform(60, 110))
+            request = AccessRequest(
+                requester_id=member.id, resource_id=resource.id, status=RequestStatus.approved,
+                reason=f"Standard {department} access.", duration_seconds=duration,
+                workflow_id=f"seed-team-{number}", created_at=created, updated_at=created,
+                pending_until=created + timedelta(seconds=resource.pending_ttl_seconds),
+            )
+            session.add(request)
+            session.flush()
+            record_event(session, actor=member.email, actor_id=member.id, action="request.submitted",
+                         subject=f"request:{request.id}", details={"resource": resource.name, "reason": request.reason})
+            _approve(session, request, resource, approvers, created + timedelta(minutes=rng.randint(5, 240)),
+                     duration, now, RequestStatus.approved)
 
 
 def _approve(session: Session, request: AccessRequest, resource: Resource, approvers: list[User],

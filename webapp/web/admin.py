@@ -1,4 +1,5 @@
-"""Admin pages: people (roles, activation, API tokens) and resources (approvers, limits).
+"""Admin pages: people (roles, activation, API tokens) and resources (approvers, limits,
+and who held one at a given time).
 
 Every route here is admin-only through `guarded_route`; the rules (last admin, approver
 counts) live in `webapp.accounts` and `webapp.catalog`.
@@ -6,20 +7,23 @@ counts) live in `webapp.accounts` and `webapp.catalog`.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
+from urllib.parse import urlencode
 
 from pydantic import Field, StringConstraints, field_validator
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from webapp import accounts, auth, catalog
+from webapp.access_history import AccessAt, AccessAtQuery, Holder, holders_at
 from webapp.durations import DURATIONS, LABELS, duration_key
 from webapp.forms import FormInvalid, FormModel, parse_form, parse_query
 from webapp.models import ApiToken, Resource, ResourceKind, Role, User, utcnow
 from webapp.passwords import MIN_PASSWORD_LENGTH
-from webapp.web.rendering import render
+from webapp.web.rendering import render, wants_json
 from webapp.web.sessions import in_session
 from webapp.web.security import Access, current_principal, guarded_route
 
@@ -330,8 +334,59 @@ async def _resource_response(request: Request, *, status_code: int = 200, errors
     context = {"resource": resource, "candidates": candidates, "errors": errors or {}, "error": error,
                "values": values or current,
                "approver_ids": approver_ids if approver_ids is not None else [u.id for u in approvers],
-               **_resource_choices()}
+               "access_at": "", "access_errors": {}, **_resource_choices()}
     return render(request, "admin_resource.html", context, block="resource_form", status_code=status_code)
+
+
+def _local_time(moment: datetime) -> str:
+    """A UTC time as a datetime-local field shows it: no zone; seconds only when there are some."""
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds" if moment.second else "minutes")
+
+
+BAD_TIME = "Enter a date and time, such as 2026-03-01T09:30 (UTC)."
+
+
+async def resource_access_page(request: Request) -> Response:
+    """Who held this resource at the moment `at` (UTC; now when empty), from the grants."""
+    resource_id = _path_id(request, "resource_id")
+    raw = request.query_params.get("at", "")
+    try:
+        query = parse_form(AccessAtQuery, {"at": raw})
+    except FormInvalid as invalid:
+        message = invalid.errors.get("at", BAD_TIME)
+        message = message if message.startswith("Enter") else BAD_TIME
+        if wants_json(request):
+            return JSONResponse({"error": message, "fields": {"at": message}, "status": 400}, 400)
+        resource = await in_session(request, lambda s: _get(s, Resource, resource_id))
+        # The field starts empty: a datetime-local input refuses (and the browser warns about) other text.
+        context = {"resource": resource, "answer": None, "access_at": "", "access_errors": {"at": message},
+                   "error": message}
+        return render(request, "admin_resource_access.html", context, block="resource_access", status_code=400)
+    now = utcnow()
+    at = query.at or now
+
+    def load(session: Session) -> tuple[Resource, AccessAt]:
+        return _get(session, Resource, resource_id), holders_at(session, resource_id, at, now=now)
+
+    resource, answer = await in_session(request, load)
+    shown = _local_time(at)
+    if wants_json(request):
+        return JSONResponse({"resource": {"id": resource.id, "name": resource.name}, "at": at.isoformat(),
+                             "more": answer.more, "holders": [_holder_json(h) for h in answer.holders]})
+    context = {"resource": resource, "answer": answer, "access_at": shown, "access_errors": {}, "error": None,
+               "link": f"/admin/resources/{resource_id}/access?{urlencode({'at': shown})}"}
+    return render(request, "admin_resource_access.html", context, block="resource_access")
+
+
+def _holder_json(holder: Holder) -> dict[str, Any]:
+    def iso(moment: datetime | None) -> str | None:
+        return moment.isoformat() if moment else None
+
+    return {"user_id": holder.user_id, "name": holder.name, "email": holder.email, "grant_id": holder.grant_id,
+            "granted_at": iso(holder.granted_at), "ended_at": iso(holder.ended_at), "ended": holder.ended,
+            "revoked_by": holder.revoked_by, "request_id": holder.request_id,
+            "request_url": f"/requests/{holder.request_id}" if holder.request_id else None,
+            "approved_by": holder.approved_by, "auto_approved": holder.auto_approved}
 
 
 routes = [
@@ -347,4 +402,5 @@ routes = [
     guarded_route("/admin/resources", create_resource, access=Access.admin, methods=["POST"]),
     guarded_route("/admin/resources/{resource_id:int}", resource_page, access=Access.admin),
     guarded_route("/admin/resources/{resource_id:int}", update_resource, access=Access.admin, methods=["POST"]),
+    guarded_route("/admin/resources/{resource_id:int}/access", resource_access_page, access=Access.admin),
 ]

@@ -16,6 +16,7 @@ from webapp.access_requests import requestable_resources, viewer
 from webapp.models import utcnow
 from webapp.overview import load_counters
 from webapp.request_table import RequestQuery, load_table
+from webapp.suggestions import suggestions_for
 from webapp.web.rendering import render, wants_json
 from webapp.web.request_table import table_view
 from webapp.web.requests import request_form_context
@@ -30,7 +31,8 @@ async def home(request: Request) -> Response:
         seen_by = viewer(session, principal)
         return {"counters": load_counters(session, seen_by, now=utcnow()),
                 "view": table_view(load_table(session, seen_by, RequestQuery()), swap=False),
-                **request_form_context(requestable_resources(session), values={"duration": "8h"})}
+                **request_form_context(requestable_resources(session), values={"duration": "8h"},
+                                       suggestions=suggestions_for(session, principal.id, now=utcnow()))}
 
     return render(request, "home.html", await in_session(request, load), block="overview")
 

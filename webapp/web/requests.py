@@ -29,6 +29,7 @@ from webapp.models import Notification, Resource, utcnow
 from webapp.ratelimit import SlidingWindowLimiter
 from webapp.request_table import RequestQuery, RequestTable, load_table, resource_choices
 from webapp.runtime import start_workflow
+from webapp.suggestions import Suggestion, suggestions_for
 from webapp.web.rendering import is_htmx, render, wants_json
 from webapp.web.request_table import table_json, table_view
 from webapp.web.security import Access, current_principal, guarded_route
@@ -96,18 +97,21 @@ async def _form_response(request: Request, *, values: dict[str, Any], errors: di
     if wants_json(request) and status_code >= 400:
         return JSONResponse({"error": error or "Check your input", "fields": errors or {}, "status": status_code},
                             status_code, headers=headers)
-    resources = await in_session(request, service.requestable_resources)
-    context = request_form_context(resources, values=values, errors=errors, error=error)
+    principal = current_principal(request)
+    resources, suggestions = await in_session(request, lambda s: (
+        service.requestable_resources(s), suggestions_for(s, principal.id, now=utcnow())))
+    context = request_form_context(resources, values=values, errors=errors, error=error, suggestions=suggestions)
     return render(request, "request_new.html", context, block="request_form", status_code=status_code,
                   headers=headers)
 
 
 def request_form_context(resources: list[Resource], *, values: dict[str, Any], errors: dict[str, str] | None = None,
-                         error: str | None = None) -> dict[str, Any]:
-    """What templates/_request_form.html needs, wherever the form is shown."""
+                         error: str | None = None, suggestions: list[Suggestion] | None = None) -> dict[str, Any]:
+    """What templates/_request_form.html needs, wherever the form is shown; `suggestions`
+    (webapp.suggestions) are links that preselect a resource."""
     values = {**values, "form_key": values.get("form_key") or uuid.uuid4().hex}
     return {"resources": resources, "durations": [(k, LABELS[k]) for k in DURATIONS], "values": values,
-            "errors": errors or {}, "error": error}
+            "errors": errors or {}, "error": error, "suggestions": suggestions or []}
 
 
 async def submit_request(request: Request) -> Response:
