@@ -50,8 +50,24 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("POST", "/admin/resources"): Access.admin,
     ("GET", "/admin/resources/{resource_id:int}"): Access.admin,
     ("POST", "/admin/resources/{resource_id:int}"): Access.admin,
+    ("GET", "/admin/resources/{resource_id:int}/access"): Access.admin,
     ("GET", "/errors"): Access.admin,
     ("GET", "/ops/workflows"): Access.admin,
+    ("GET", "/ops/queues"): Access.admin,
+    ("GET", "/ops/schedules"): Access.admin,
+    ("POST", "/ops/schedules/{schedule}/pause"): Access.admin,
+    ("POST", "/ops/schedules/{schedule}/resume"): Access.admin,
+    ("POST", "/ops/schedules/{schedule}/trigger"): Access.admin,
+    ("GET", "/ops/executors"): Access.admin,
+    ("GET", "/ops/workflows/{workflow_id:path}"): Access.admin,  # no such workflow here: a 404 for admins
+    ("POST", "/ops/workflows/{workflow_id:path}/cancel"): Access.admin,
+    ("POST", "/ops/workflows/{workflow_id:path}/resume"): Access.admin,
+    ("POST", "/ops/workflows/{workflow_id:path}/fork"): Access.admin,
+    ("GET", "/ops/batches"): Access.admin,
+    ("GET", "/ops/batches/{batch_id}"): Access.admin,  # no such batch here: a 404 for admins
+    ("POST", "/ops/submit"): Access.admin,  # no resource id: a 422 for admins
+    ("POST", "/ops/batch/{count:int}"): Access.admin,
+    ("POST", "/ops/shutdown"): Access.admin,  # no reason given: a 422 for admins (and never a real stop here)
     ("GET", "/audit"): Access.admin,
     ("GET", "/audit.csv"): Access.admin,
     ("GET", "/admin/import"): Access.admin,
@@ -112,7 +128,8 @@ def sample_ids(people, database: Database) -> dict[str, int]:  # type: ignore[no
         session.add(job)
         session.flush()
         return {"user_id": people["member"].id, "token_id": token.id, "resource_id": resource.id,  # type: ignore[dict-item]
-                "request_id": request.id, "grant_id": grant.id, "job_id": job.id}
+                "request_id": request.id, "grant_id": grant.id, "job_id": job.id,
+                "workflow_id": "matrix-request", "schedule": "sweep", "batch_id": "batch-000000000000", "count": 1}  # type: ignore[dict-item]
 
 
 def concrete(path: str, ids: dict[str, int]) -> str:

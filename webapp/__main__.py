@@ -22,6 +22,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     configure_logging(settings.log_level, settings.resolved_log_format)
     app = create_app(settings)
+    app.state.serving_pid = os.getpid()  # POST /ops/shutdown may stop this process: uvicorn handles its SIGTERM
     uvicorn.run(
         app,
         host=args.host or settings.host,

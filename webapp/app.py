@@ -30,7 +30,9 @@ from webapp.middleware import (
 )
 from webapp.live import AuditFeed
 from webapp.live_counters import CounterCache
-from webapp.web import admin, events, health, home, imports, logs, ops, requests
+from webapp.heartbeat import Heartbeat
+from webapp.web import ops_runtime
+from webapp.web import admin, events, health, home, imports, logs, ops, ops_batches, ops_workflow, requests
 from webapp.web import auth as auth_pages
 from webapp.web.errors import EXCEPTION_HANDLERS
 from webapp.web.rendering import create_templates
@@ -52,6 +54,9 @@ def app_routes() -> list[BaseRoute]:
         *imports.routes,
         *logs.routes,
         *ops.routes,
+        *ops_runtime.routes,
+        *ops_workflow.routes,
+        *ops_batches.routes,
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
 
@@ -70,9 +75,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
                          listen_url=None if settings.uses_sqlite else psycopg_url(settings.database_url))
         app.state.feed = feed
         app.state.counters = CounterCache(database)
+        heartbeat = Heartbeat(database, settings)
         try:
             await runtime.register_queues_and_schedules(settings)
             await feed.start()
+            await heartbeat.start()
             log.info(
                 "gatehouse ready",
                 extra={"executor_id": settings.executor_id, "app_version": settings.app_version},
@@ -80,6 +87,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             yield
         finally:
             log.info("gatehouse shutting down")
+            await heartbeat.stop()
             await feed.stop()
             await run_in_threadpool(lambda: runtime.stop_dbos(grace_seconds=settings.shutdown_grace_seconds))
             database.dispose()

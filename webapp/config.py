@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     # On shutdown, how long running workflows may go on before DBOS stops (the rest resume
     # at the next start with this executor id).
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    # Each process rewrites its executor_heartbeat row this often; the ops console calls an
+    # executor gone after three intervals without one.
+    heartbeat_interval_seconds: float = Field(default=10.0, gt=0)
     # The live feed's poll (SQLite; on PostgreSQL NOTIFY wakes it and this is a fallback).
     live_poll_interval: float = Field(default=0.25, gt=0)
     sweep_interval_seconds: int = Field(default=5, ge=1, le=59)
@@ -99,6 +102,12 @@ class Settings(BaseSettings):
     import_concurrency: int = Field(default=4, ge=1)
     import_rate_limit: int = Field(default=50, ge=1)
     import_rate_period: float = Field(default=1.0, gt=0)
+    # The requests queue (operator batches, /ops/submit and /ops/batch): request workflows
+    # at once per process, and started per period.
+    batch_concurrency: int = Field(default=8, ge=1)
+    batch_rate_limit: int = Field(default=50, ge=1)
+    batch_rate_period: float = Field(default=1.0, gt=0)
+    batch_max_count: int = Field(default=5_000, ge=1)
     # Page fetches: timeout per try, tries in all, first pause and its growth factor.
     import_fetch_timeout_seconds: float = Field(default=30.0, gt=0)
     import_fetch_max_attempts: int = Field(default=5, ge=1)

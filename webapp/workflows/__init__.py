@@ -36,6 +36,11 @@ def queue_specs(settings: Settings) -> list[QueueSpec]:
         ),
         QueueSpec("outbox", settings.outbox_concurrency),
         QueueSpec(
+            "requests",
+            settings.batch_concurrency,
+            {"limit": settings.batch_rate_limit, "period": settings.batch_rate_period},
+        ),
+        QueueSpec(
             "import",
             settings.import_concurrency,
             {"limit": settings.import_rate_limit, "period": settings.import_rate_period},
