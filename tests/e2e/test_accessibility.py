@@ -24,7 +24,7 @@ from e2e.support import (
 )
 
 from webapp.db import Database
-from webapp.models import Grant
+from webapp.models import AccessRequest, Grant
 from webapp.seed import email_for, seed_demo
 
 MEMBER = email_for("Jamal Carter")
@@ -185,6 +185,18 @@ def test_every_page_passes_axe_with_a_clean_console(serve, open_page, database: 
     audit.check(admin, "schedules after a pause, swapped by htmx")
     admin.page.get_by_role("button", name="Resume schedule sweep").click()
     admin.page.get_by_role("button", name="Pause schedule sweep").wait_for()
+    with database.session() as session:
+        workflow_id = session.get(AccessRequest, request_id).workflow_id  # type: ignore[union-attr]
+    admin.goto(f"/ops/workflows/{workflow_id}")
+    audit.check(admin, "one workflow, its steps and actions")
+    admin.page.get_by_role("link", name="Cancel…").click()  # htmx brings the confirmation in
+    admin.page.get_by_label("Why (kept in the audit log)").wait_for()
+    audit.check(admin, "workflow cancel confirmation, swapped by htmx")
+    admin.goto("/ops/batches")
+    audit.check(admin, "batches")
+    admin.page.get_by_role("button", name="Start 10", exact=True).click()
+    admin.page.locator(".batch-progress").wait_for()
+    audit.check(admin, "a load batch's progress, swapped by htmx")
     admin.goto(f"/requests/{granted}")
     assert admin.page.get_by_role("button", name="Revoke access now").is_visible()
     audit.check(admin, "granted request with the revoke form")
