@@ -63,7 +63,7 @@ QUERIES: dict[str, list[str]] = {
     "/admin/users": ["q", "page"],
     "/admin/import": ["status"],
     "/errors": ["source", "before"],
-    "/ops/workflows": ["status", "name", "queue", "prefix", "page"],
+    "/ops/workflows": ["status", "name", "queue", "prefix", "request", "job", "since", "until", "page"],
     "/ops/queues": ["fragment"],
     "/ops/schedules": ["status", "started", "fragment"],
     "/ops/executors": ["state", "fragment"],

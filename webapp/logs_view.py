@@ -28,27 +28,40 @@ class ErrorQuery(FormModel):
     before: int | None = Field(default=None, ge=1, le=MAX_ID)  # the page: ids below this one
 
 
-class AuditQuery(FormModel):
-    actor: Text = ""  # contains
-    action: Text = ""  # exact, or a prefix ending in "." ("request.")
-    subject: Text = ""  # exact, or a prefix ending in ":" ("request:")
+class TimeRange(FormModel):
+    """`since` (inclusive) and `until` (exclusive) from datetime-local fields, in UTC."""
+
     since: datetime | None = None
     until: datetime | None = None
-    before: int | None = Field(default=None, ge=1, le=MAX_ID)
 
     @field_validator("since", "until")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
         """A time without a zone (what a datetime-local field sends) is UTC."""
-        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("Enter a date and time between the years 1 and 9999.") from None
+        return value
 
     def form_values(self) -> dict[str, str]:
         """The filter form's fields as the form shows them (datetime-local: no zone, minutes)."""
-        values = {name: getattr(self, name) for name in ("actor", "action", "subject")}
+        values = {name: "" if getattr(self, name) is None else str(getattr(self, name))
+                  for name in type(self).model_fields if name not in ("since", "until")}
         for name in ("since", "until"):
             moment = getattr(self, name)
             values[name] = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M") if moment else ""
         return values
+
+
+class AuditQuery(TimeRange):
+    actor: Text = ""  # contains
+    action: Text = ""  # exact, or a prefix ending in "." ("request.")
+    subject: Text = ""  # exact, or a prefix ending in ":" ("request:")
+    before: int | None = Field(default=None, ge=1, le=MAX_ID)
 
 
 @dataclass(frozen=True)

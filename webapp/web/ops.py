@@ -15,11 +15,13 @@ from urllib.parse import quote, urlencode
 import sqlalchemy as sa
 from dbos import DBOS
 from pydantic import Field, StringConstraints
+from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from webapp.forms import FormModel, parse_query
-from webapp.models import AccessRequest
+from webapp.forms import parse_query
+from webapp.logs_view import TimeRange
+from webapp.models import AccessRequest, ImportJob
 from webapp.web.rendering import render, wants_json
 from webapp.web.security import Access, guarded_route
 from webapp.web.sessions import in_session
@@ -29,12 +31,14 @@ STATUSES = ("PENDING", "ENQUEUED", "SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVER
 IMPORT_PREFIX = "import-"
 
 
-class WorkflowQuery(FormModel):
+class WorkflowQuery(TimeRange):
     status: Literal["PENDING", "ENQUEUED", "SUCCESS", "ERROR", "CANCELLED",
                     "MAX_RECOVERY_ATTEMPTS_EXCEEDED"] | None = None
     name: Annotated[str, StringConstraints(max_length=200, pattern=r"^[\w.<>-]*$")] = ""
     queue: Annotated[str, StringConstraints(max_length=100, pattern=r"^[\w.-]*$")] = ""
     prefix: Annotated[str, StringConstraints(max_length=200)] = ""
+    request: int | None = Field(default=None, ge=1, le=2**53)  # an access request's workflow and its forks
+    job: int | None = Field(default=None, ge=1, le=2**53)  # an import job's runs and chunks
     page: int = Field(default=1, ge=1, le=10_000)
 
 
@@ -51,6 +55,7 @@ class WorkflowRow:
     link: str | None  # the business object's page
     link_text: str | None
     href: str  # this workflow's own page
+    progress: str | None  # the request's status, or an import's chunks done of total
 
 
 def _when(epoch_ms: int | None) -> datetime | None:
@@ -67,27 +72,67 @@ def import_job_of(workflow_id: str) -> int | None:
     return int(head) if workflow_id.startswith(IMPORT_PREFIX) and head.isdigit() else None
 
 
+async def _ids_of_request(request: Request, request_id: int) -> list[str]:
+    """The request's workflow and every fork of it (empty if the request has none)."""
+    found = await in_session(request, lambda s: s.scalar(
+        sa.select(AccessRequest.workflow_id).where(AccessRequest.id == request_id)))
+    if not found:
+        return []
+    forks = await DBOS.list_workflows_async(forked_from=found, load_input=False, load_output=False)
+    return [found, *(f.workflow_id for f in forks)]
+
+
+def _progress(session: Session, rows: list[Any]) -> tuple[dict[str, tuple[int, str]], dict[int, str]]:
+    """(request id and status by workflow id, "chunks done/total" by import job) for these rows."""
+    ids = [i for w in rows for i in (w.workflow_id, w.forked_from) if i]
+    requests = {wid: (rid, status) for wid, rid, status in session.execute(
+        sa.select(AccessRequest.workflow_id, AccessRequest.id, AccessRequest.status)
+        .where(AccessRequest.workflow_id.in_(ids)))}  # type: ignore[attr-defined]
+    jobs = {j for j in (import_job_of(w.workflow_id) for w in rows) if j}
+    chunks = {job_id: f"chunks {done:,}/{total:,}" for job_id, done, total in session.execute(
+        sa.select(ImportJob.id, ImportJob.chunks_done, ImportJob.chunks_total).where(ImportJob.id.in_(jobs)))}  # type: ignore[union-attr]
+    return requests, chunks
+
+
+def _id_prefix(query: WorkflowQuery) -> str | None:
+    """The id prefix to list by (None: any); "" when `prefix` and `job` exclude each other."""
+    wanted = [p for p in (query.prefix, f"{IMPORT_PREFIX}{query.job}-" if query.job else "") if p]
+    longest = max(wanted, key=len, default=None)
+    return "" if longest and not all(longest.startswith(p) for p in wanted) else longest
+
+
 async def workflows_page(request: Request) -> Response:
-    """DBOS workflows, newest first: status, name, queue, id prefix."""
+    """DBOS workflows, newest first: status, name, queue, id prefix, request, import job, started between."""
     query = parse_query(WorkflowQuery, request.query_params)
-    found = await DBOS.list_workflows_async(
-        status=query.status, name=query.name or None, queue_name=query.queue or None,
-        workflow_id_prefix=query.prefix or None, limit=PAGE_SIZE + 1, offset=(query.page - 1) * PAGE_SIZE,
-        sort_desc=True, load_input=False, load_output=False)
+    workflow_ids = await _ids_of_request(request, query.request) if query.request else None
+    prefix = _id_prefix(query)
+    if (query.request and not workflow_ids) or prefix == "":
+        found: list[Any] = []  # no such request, or an id prefix and a job that exclude each other
+    else:
+        found = await DBOS.list_workflows_async(
+            workflow_ids=workflow_ids, status=query.status, name=query.name or None, queue_name=query.queue or None,
+            workflow_id_prefix=prefix,
+            start_time=query.since.isoformat() if query.since else None,
+            end_time=query.until.isoformat() if query.until else None,
+            limit=PAGE_SIZE + 1, offset=(query.page - 1) * PAGE_SIZE, sort_desc=True, load_input=False,
+            load_output=False)
     shown = found[:PAGE_SIZE]
-    ids = [i for w in shown for i in (w.workflow_id, w.forked_from) if i]  # a fork works for its original's request
-    request_of = dict(await in_session(request, lambda s: s.execute(
-        sa.select(AccessRequest.workflow_id, AccessRequest.id).where(AccessRequest.workflow_id.in_(ids))).all()))  # type: ignore[attr-defined]
+    request_of, chunks_of = await in_session(request, lambda s: _progress(s, shown))
     rows = []
     for w in shown:
         job = import_job_of(w.workflow_id)
         owner = next((i for i in (w.workflow_id, w.forked_from) if i in request_of), None)
-        link, text = ((f"/requests/{request_of[owner]}", f"Request #{request_of[owner]}")
-                      if owner else
-                      (f"/admin/import/{job}", f"Import {job}") if job else (None, None))
+        if owner:
+            request_id, status = request_of[owner]
+            link, text, progress = f"/requests/{request_id}", f"Request #{request_id}", status
+        elif job:
+            link, text, progress = f"/admin/import/{job}", f"Import {job}", chunks_of.get(job)
+        else:
+            link = text = progress = None
         rows.append(WorkflowRow(w.workflow_id, w.name, w.status, w.queue_name, w.executor_id, _when(w.created_at),
-                                _when(w.updated_at), w.parent_workflow_id, link, text, workflow_href(w.workflow_id)))
-    params = {k: v for k, v in query.model_dump().items() if v not in (None, "") and k != "page"}
+                                _when(w.updated_at), w.parent_workflow_id, link, text, workflow_href(w.workflow_id),
+                                progress))
+    params = {k: v for k, v in query.form_values().items() if v and k != "page"}
 
     def href(page: int) -> str:
         return "/ops/workflows?" + urlencode({**params, "page": page})
@@ -96,8 +141,9 @@ async def workflows_page(request: Request) -> Response:
     newer = href(query.page - 1) if query.page > 1 else None
     if wants_json(request):
         return JSONResponse({"workflows": [_as_json(r) for r in rows], "next": older, "previous": newer})
-    return render(request, "ops_workflows.html", {"rows": rows, "query": query, "statuses": STATUSES,
-                                                  "older": older, "newer": newer}, block="workflows_table")
+    return render(request, "ops_workflows.html", {"rows": rows, "query": query, "values": query.form_values(),
+                                                  "statuses": STATUSES, "older": older, "newer": newer},
+                  block="workflows_table")
 
 
 def _as_json(row: WorkflowRow) -> dict[str, Any]:
