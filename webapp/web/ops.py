@@ -58,7 +58,8 @@ class WorkflowRow:
     progress: str | None  # the request's status, or an import's chunks done of total
 
 
-def _when(epoch_ms: int | None) -> datetime | None:
+def from_epoch_ms(epoch_ms: int | None) -> datetime | None:
+    """A DBOS timestamp (epoch milliseconds) as an aware UTC datetime."""
     return datetime.fromtimestamp(epoch_ms / 1000, UTC) if epoch_ms else None
 
 
@@ -129,8 +130,8 @@ async def workflows_page(request: Request) -> Response:
             link, text, progress = f"/admin/import/{job}", f"Import {job}", chunks_of.get(job)
         else:
             link = text = progress = None
-        rows.append(WorkflowRow(w.workflow_id, w.name, w.status, w.queue_name, w.executor_id, _when(w.created_at),
-                                _when(w.updated_at), w.parent_workflow_id, link, text, workflow_href(w.workflow_id),
+        rows.append(WorkflowRow(w.workflow_id, w.name, w.status, w.queue_name, w.executor_id, from_epoch_ms(w.created_at),
+                                from_epoch_ms(w.updated_at), w.parent_workflow_id, link, text, workflow_href(w.workflow_id),
                                 progress))
     params = {k: v for k, v in query.form_values().items() if v and k != "page"}
 

@@ -31,6 +31,7 @@ from webapp.durations import time_left
 from webapp.forms import FormModel, parse_query
 from webapp.heartbeat import is_gone, list_executors
 from webapp.models import utcnow
+from webapp.web.ops import from_epoch_ms
 from webapp.web.rendering import render, wants_fragment, wants_json
 from webapp.web.security import Access, current_principal, guarded_route
 from webapp.web.sessions import in_session
@@ -45,10 +46,6 @@ def _ago(then: datetime | None, now: datetime) -> str | None:
         return None
     seconds = max(0, int((now - then).total_seconds()))
     return f"{seconds} s" if seconds < 60 else time_left(seconds)
-
-
-def _epoch(ms: int | None) -> datetime | None:
-    return datetime.fromtimestamp(ms / 1000, UTC) if ms else None
 
 
 async def _active_workflows(**filters: Any) -> tuple[list[Any], bool]:
@@ -93,7 +90,7 @@ async def queues_page(request: Request) -> Response:
         if w.status == "ENQUEUED":
             row.waiting += 1
             if row.oldest_id is None:
-                row.oldest_id, row.oldest_since = w.workflow_id, _epoch(w.created_at)
+                row.oldest_id, row.oldest_since = w.workflow_id, from_epoch_ms(w.created_at)
                 row.oldest_age = _ago(row.oldest_since, now)
         elif w.status == "DELAYED":
             row.delayed += 1

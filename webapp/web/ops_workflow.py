@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from webapp import workflow_control
 from webapp.forms import FormInvalid, FormModel, parse_form, parse_query
 from webapp.models import AccessRequest
-from webapp.web.ops import import_job_of, workflow_href
+from webapp.web.ops import from_epoch_ms, import_job_of, workflow_href
 from webapp.web.rendering import render, wants_json
 from webapp.web.security import Access, current_principal, guarded_route
 from webapp.web.sessions import in_session
@@ -54,10 +54,6 @@ class StepRow:
     child: str | None
 
 
-def _when(epoch_ms: int | None) -> datetime | None:
-    return datetime.fromtimestamp(epoch_ms / 1000, UTC) if epoch_ms else None
-
-
 def _shown(value: Any) -> str:
     """A recorded value as an operator reads it: JSON where it is JSON-like, cut if long."""
     try:
@@ -72,7 +68,7 @@ def _error(error: Any) -> str | None:
 
 
 def _steps(raw: list[Any]) -> list[StepRow]:
-    return [StepRow(s["function_id"], s["function_name"], _when(s["started_at_epoch_ms"]),
+    return [StepRow(s["function_id"], s["function_name"], from_epoch_ms(s["started_at_epoch_ms"]),
                     (s["completed_at_epoch_ms"] - s["started_at_epoch_ms"])
                     if s["completed_at_epoch_ms"] and s["started_at_epoch_ms"] else None,
                     None if s["error"] is not None or s["output"] is None else _shown(s["output"]),
@@ -92,7 +88,7 @@ async def _business_link(request: Request, status: WorkflowStatus) -> tuple[str,
 
 def _relative(w: WorkflowStatus) -> dict[str, Any]:
     return {"id": w.workflow_id, "name": w.name, "status": w.status, "href": workflow_href(w.workflow_id),
-            "created": _when(w.created_at)}
+            "created": from_epoch_ms(w.created_at)}
 
 
 async def _load(request: Request, workflow_id: str) -> dict[str, Any]:
@@ -109,7 +105,7 @@ async def _load(request: Request, workflow_id: str) -> dict[str, Any]:
         "w": status, "steps": steps, "last_step": last_step,
         "children": [_relative(c) for c in children], "forks": [_relative(f) for f in forks],
         "link": await _business_link(request, status),
-        "created": _when(status.created_at), "updated": _when(status.updated_at),
+        "created": from_epoch_ms(status.created_at), "updated": from_epoch_ms(status.updated_at),
         "input": _shown(status.input) if status.input is not None else None,
         "output": _shown(status.output) if status.output is not None else None,
         "error": _error(status.error),
@@ -156,7 +152,7 @@ async def _act(request: Request, action: str) -> Response:
         form = parse_form(ActionForm, await request.form())
     except FormInvalid as invalid:
         if wants_json(request):
-            return JSONResponse({"errors": invalid.errors}, status_code=422)
+            raise  # a 422 with the fields (webapp.web.errors)
         page = await _load(request, workflow_id)
         context = {**page, "confirm": action, "step": invalid.values.get("step"), "errors": invalid.errors,
                    "values": invalid.values}
