@@ -77,6 +77,8 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("POST", "/admin/import/{job_id:int}/cancel"): Access.admin,
     ("POST", "/admin/import/{job_id:int}/resume"): Access.admin,
     ("POST", "/admin/import/{job_id:int}/retry"): Access.admin,
+    ("GET", "/openapi.json"): Access.public,
+    ("GET", "/docs"): Access.public,
 }
 STREAMS = {"/events"}
 RANK = {None: -1, "member": 0, "approver": 1, "admin": 2}

@@ -31,7 +31,7 @@ from webapp.middleware import (
 from webapp.live import AuditFeed
 from webapp.live_counters import CounterCache
 from webapp.heartbeat import Heartbeat
-from webapp.web import ops_runtime
+from webapp.web import api_docs, ops_runtime
 from webapp.web import admin, events, health, home, imports, logs, ops, ops_batches, ops_workflow, requests
 from webapp.web import auth as auth_pages
 from webapp.web.errors import EXCEPTION_HANDLERS
@@ -57,6 +57,7 @@ def app_routes() -> list[BaseRoute]:
         *ops_runtime.routes,
         *ops_workflow.routes,
         *ops_batches.routes,
+        *api_docs.routes,
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
 

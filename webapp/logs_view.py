@@ -19,7 +19,7 @@ from webapp.models import AuditEvent, ErrorRecord
 
 PAGE_SIZE = 50
 EXPORT_BATCH = 2000
-MAX_ID = 2**63 - 1
+MAX_ID = 2**31 - 1  # the id columns are INTEGER: PostgreSQL refuses to compare them with more
 Text = Annotated[str, StringConstraints(max_length=200)]
 
 

@@ -84,6 +84,8 @@ def test_every_page_passes_axe_with_a_clean_console(serve, open_page, database: 
     assert post(visitor, visitor.page.get_by_role("button", name="Sign in")).status == 422
     visitor.page.get_by_role("alert").wait_for()
     audit.check(visitor, "sign-in refused (422)", allow=(expected_status(422),))
+    visitor.goto("/docs")
+    audit.check(visitor, "API docs")
 
     # A member: home, the request form (with errors, then sent), their lists, an error page.
     member = open_page(server)

@@ -23,6 +23,7 @@ from webapp.durations import DURATIONS, LABELS, duration_key
 from webapp.forms import FormInvalid, FormModel, parse_form, parse_query
 from webapp.models import ApiToken, Resource, ResourceKind, Role, User, utcnow
 from webapp.passwords import MIN_PASSWORD_LENGTH
+from webapp.web.errors import error_response
 from webapp.web.rendering import render, wants_json
 from webapp.web.sessions import in_session
 from webapp.web.security import Access, current_principal, guarded_route
@@ -356,7 +357,7 @@ async def resource_access_page(request: Request) -> Response:
         message = invalid.errors.get("at", BAD_TIME)
         message = message if message.startswith("Enter") else BAD_TIME
         if wants_json(request):
-            return JSONResponse({"error": message, "fields": {"at": message}, "status": 400}, 400)
+            return error_response(request, 400, message, fields={"at": message})
         resource = await in_session(request, lambda s: _get(s, Resource, resource_id))
         # The field starts empty: a datetime-local input refuses (and the browser warns about) other text.
         context = {"resource": resource, "answer": None, "access_at": "", "access_errors": {"at": message},

@@ -1,7 +1,8 @@
 """Every error becomes one kind of answer, chosen in one place.
 
-JSON clients get `{"error": ..., "status": ...}`; htmx gets a small HTML fragment it
-can swap into the toast region; browsers get a full error page.
+JSON clients get `{"error": ..., "status": ...}` (plus `"fields": {name: message}` when
+the input was at fault); htmx gets a small HTML fragment it can swap into the toast
+region; browsers get a full error page.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from webapp.forms import FormInvalid
 from webapp.web.rendering import is_htmx, render, wants_json
 
 log = logging.getLogger(__name__)
@@ -32,11 +34,16 @@ TITLES = {
 
 
 def error_response(
-    request: Request, status_code: int, detail: str, headers: dict[str, str] | None = None
+    request: Request, status_code: int, detail: str, headers: dict[str, str] | None = None,
+    fields: dict[str, str] | None = None,
 ) -> Response:
+    """`fields`: what is wrong with each input field; JSON clients get it, pages show `detail`."""
     title = TITLES.get(status_code, "Error")
     if wants_json(request):
-        return JSONResponse({"error": detail, "status": status_code}, status_code, headers=headers)
+        body: dict[str, object] = {"error": detail, "status": status_code}
+        if fields is not None:
+            body["fields"] = fields
+        return JSONResponse(body, status_code, headers=headers)
     headers = dict(headers or {})
     if is_htmx(request):
         # Errors land in the toast region whatever element asked.
@@ -58,9 +65,15 @@ async def http_exception(request: Request, exc: Exception) -> Response:
     return error_response(request, exc.status_code, str(detail), dict(exc.headers or {}))
 
 
+async def form_invalid(request: Request, exc: Exception) -> Response:
+    """A form with no page of its own to show again: one message, and the fields for JSON."""
+    assert isinstance(exc, FormInvalid)
+    return error_response(request, 422, "; ".join(exc.errors.values()), fields=exc.errors)
+
+
 async def server_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(request, 500, "The server hit an error; it has been logged.")
 
 
-EXCEPTION_HANDLERS = {HTTPException: http_exception, Exception: server_error}
+EXCEPTION_HANDLERS = {HTTPException: http_exception, FormInvalid: form_invalid, Exception: server_error}

@@ -22,6 +22,7 @@ CHECK_TIMEOUT_SECONDS = 5.0
 
 
 async def healthz(request: Request) -> JSONResponse:
+    """Liveness: the process serves HTTP."""
     return JSONResponse({"status": "ok"})
 
 
@@ -36,6 +37,7 @@ async def _check_dbos(request: Request) -> None:
 
 
 async def readyz(request: Request) -> JSONResponse:
+    """Readiness: the app database and the DBOS system database answer (503 names the one that failed)."""
     checks: dict[str, str] = {}
     for name, check in (("database", _check_database), ("dbos", _check_dbos)):
         try:

@@ -37,8 +37,9 @@ class WorkflowQuery(TimeRange):
     name: Annotated[str, StringConstraints(max_length=200, pattern=r"^[\w.<>-]*$")] = ""
     queue: Annotated[str, StringConstraints(max_length=100, pattern=r"^[\w.-]*$")] = ""
     prefix: Annotated[str, StringConstraints(max_length=200)] = ""
-    request: int | None = Field(default=None, ge=1, le=2**53)  # an access request's workflow and its forks
-    job: int | None = Field(default=None, ge=1, le=2**53)  # an import job's runs and chunks
+    # INTEGER ids: PostgreSQL refuses to compare them with more than 2**31 - 1
+    request: int | None = Field(default=None, ge=1, le=2**31 - 1)  # an access request's workflow and its forks
+    job: int | None = Field(default=None, ge=1, le=2**31 - 1)  # an import job's runs and chunks
     page: int = Field(default=1, ge=1, le=10_000)
 
 

@@ -15,7 +15,7 @@ import os
 import signal
 from typing import Annotated, Any
 
-from pydantic import StringConstraints
+from pydantic import Field, StringConstraints
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -27,6 +27,8 @@ from webapp.audit import record_event
 from webapp.durations import DURATIONS, LABELS
 from webapp.forms import FormInvalid, FormModel, parse_form
 from webapp.runtime import start_workflow
+from webapp.web.errors import error_response
+from webapp.web.ops import from_epoch_ms
 from webapp.web.rendering import render, wants_fragment, wants_json
 from webapp.web.security import Access, current_principal, guarded_route
 from webapp.web.sessions import in_session
@@ -38,7 +40,7 @@ RECENT = 20
 
 
 class SubmitForm(FormModel):
-    resource_id: int
+    resource_id: int = Field(ge=1, le=2**31 - 1)  # beyond: no such resource, and beyond the column's range
     department: Annotated[str, StringConstraints(max_length=100)] = ""
     duration: Annotated[str, StringConstraints(pattern="^(" + "|".join(DURATIONS) + ")$")] = "8h"
     reason: Reason
@@ -64,11 +66,20 @@ async def _choices(request: Request) -> dict[str, Any]:
 
 async def batches_page(request: Request, *, status_code: int = 200, errors: dict[str, str] | None = None,
                        values: dict[str, Any] | None = None, error: str | None = None) -> Response:
-    """The batch forms and the latest batches."""
+    """The latest batches (and, on the page, the forms that start one)."""
+    if wants_json(request):
+        return JSONResponse({"batches": [_recent_json(b) for b in await batches.recent()],
+                             "max_count": request.app.state.settings.batch_max_count})
     context = {**await _choices(request), "errors": errors or {}, "values": values or {}, "error": error}
     # A refused htmx submit replaces the forms (with their errors), not the result region.
     headers = {"HX-Retarget": "#batch-forms", "HX-Reswap": "outerHTML"} if status_code >= 400 else None
     return render(request, "ops_batches.html", context, block="batch_forms", status_code=status_code, headers=headers)
+
+
+def _recent_json(batch: batches.RecentBatch) -> dict[str, Any]:
+    created = from_epoch_ms(batch.created_ms)
+    return {"batch_id": batch.batch_id, "status": batch.status, "created": created and created.isoformat(),
+            "count": batch.count, "href": f"/ops/batches/{batch.batch_id}"}
 
 
 async def _start(request: Request, kind: str, plan: Any, details: dict[str, Any]) -> Response:
@@ -98,7 +109,7 @@ async def submit_batch(request: Request) -> Response:
         form = parse_form(SubmitForm, await request.form())
     except FormInvalid as invalid:
         if wants_json(request):
-            return JSONResponse({"errors": invalid.errors}, 422)
+            raise  # a 422 with the fields (webapp.web.errors)
         return await batches_page(request, status_code=422, errors=invalid.errors, values=invalid.values)
     reason = f"{form.reason} (submitted by {principal.email})"
     return await _start(request, "people", lambda s: batch_plans.for_people(
@@ -109,10 +120,7 @@ async def submit_batch(request: Request) -> Response:
 async def load_batch(request: Request) -> Response:
     """Start `count` request workflows through the rate-limited queue, for load."""
     principal = current_principal(request)
-    try:
-        form = parse_form(LoadForm, await request.form())
-    except FormInvalid as invalid:
-        raise HTTPException(422, "; ".join(invalid.errors.values())) from None
+    form = parse_form(LoadForm, await request.form())
     count = request.path_params["count"]
     limit = request.app.state.settings.batch_max_count
     if not 1 <= count <= limit:
@@ -144,7 +152,8 @@ async def shutdown(request: Request) -> Response:
     try:
         form = parse_form(ShutdownForm, await request.form())
     except FormInvalid as invalid:
-        raise HTTPException(422, "Say why (at least 3 characters): it goes in the audit log.") from invalid
+        return error_response(request, 422, "Say why (at least 3 characters): it goes in the audit log.",
+                              fields=invalid.errors)
     if getattr(request.app.state, "serving_pid", None) != os.getpid():
         raise HTTPException(409, "This process was not started by `webapp serve`; stop it with whatever started it.")
     settings = request.app.state.settings

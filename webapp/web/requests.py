@@ -30,6 +30,7 @@ from webapp.ratelimit import SlidingWindowLimiter
 from webapp.request_table import RequestQuery, RequestTable, load_table, resource_choices
 from webapp.runtime import start_workflow
 from webapp.suggestions import Suggestion, suggestions_for
+from webapp.web.errors import error_response
 from webapp.web.rendering import is_htmx, render, wants_json
 from webapp.web.request_table import table_json, table_view
 from webapp.web.security import Access, current_principal, guarded_route
@@ -48,7 +49,7 @@ WORKFLOW_ANSWER_SECONDS = 10.0
 
 class RequestForm(FormModel):
     resource_id: int = Field(ge=1, le=2**31 - 1)
-    duration: str
+    duration: str = Field(json_schema_extra={"enum": list(DURATIONS)})  # checked against the resource
     reason: Annotated[str, StringConstraints(min_length=10, max_length=1000)]
     form_key: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{8,64}$")]
 
@@ -95,8 +96,7 @@ async def _form_response(request: Request, *, values: dict[str, Any], errors: di
                          status_code: int = 200, error: str | None = None,
                          headers: dict[str, str] | None = None) -> Response:
     if wants_json(request) and status_code >= 400:
-        return JSONResponse({"error": error or "Check your input", "fields": errors or {}, "status": status_code},
-                            status_code, headers=headers)
+        return error_response(request, status_code, error or "Check your input", headers, fields=errors or {})
     principal = current_principal(request)
     resources, suggestions = await in_session(request, lambda s: (
         service.requestable_resources(s), suggestions_for(s, principal.id, now=utcnow())))
@@ -198,10 +198,7 @@ async def request_page(request: Request) -> Response:
 async def _decide(request: Request, kind: str, form_model: type[FormModel]) -> Response:
     principal = current_principal(request)
     request_id = _path_id(request, "request_id")
-    try:
-        form = parse_form(form_model, await request.form())
-    except FormInvalid as invalid:
-        raise HTTPException(422, "; ".join(invalid.errors.values())) from None
+    form = parse_form(form_model, await request.form())  # FormInvalid: a 422 (webapp.web.errors)
     try:
         workflow_id = await in_session(request, lambda s: service.check_decision(s, principal, request_id, kind))
     except service.AccessError as error:
@@ -239,10 +236,7 @@ async def revoke_grant(request: Request) -> Response:
     """End an active grant now; the holder is told and the request's workflow wakes up."""
     principal = current_principal(request)
     grant_id = _path_id(request, "grant_id")
-    try:
-        form = parse_form(RevokeForm, await request.form())
-    except FormInvalid as invalid:
-        raise HTTPException(422, "; ".join(invalid.errors.values())) from None
+    form = parse_form(RevokeForm, await request.form())
     try:
         target = await in_session(request, lambda s: service.check_revoke(s, grant_id))
     except service.AccessError as error:
