@@ -64,6 +64,7 @@ sys.path.insert(0, str(ROOT))
 
 from webapp.db import Database, psycopg_url  # noqa: E402
 from webapp.models import AuditEvent  # noqa: E402
+from served_app import ServedApp, cpu_seconds, status_kb  # noqa: E402
 
 PG_SERVER = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432").rstrip("/")
 SECRET = "bench-secret-key-that-is-long-enough-0123456789"
@@ -187,13 +188,6 @@ def postgres_database() -> Iterator[str]:
 # --- memory --------------------------------------------------------------------------------
 
 
-def status_kb(pid: int | str, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
 def reset_peak(pid: int | str) -> bool:
     """Set VmHWM back to the current RSS (Linux >= 4.0); False when not allowed."""
     try:
@@ -201,11 +195,6 @@ def reset_peak(pid: int | str) -> bool:
         return True
     except OSError:
         return False
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --- baseline (runs in its own process) ----------------------------------------------------
@@ -250,57 +239,6 @@ def run_baseline(url: str) -> dict[str, Any]:
 # --- the app -------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class Server:
-    """`python -m webapp serve` on a free port, in its own process group."""
-
-    def __init__(self, url: str, workdir: Path, label: str) -> None:
-        from webapp.config import Settings
-
-        names = {name.upper() for name in Settings.model_fields}
-        env = {k: v for k, v in os.environ.items() if k.upper() not in names}
-        env.update({"ENV": "development", "DATABASE_URL": url, "SECRET_KEY": SECRET, "EXECUTOR_ID": f"bench-{label}",
-                    "LOG_LEVEL": "WARNING", "LOG_FORMAT": "console", "SHUTDOWN_GRACE_SECONDS": "0.5"})
-        port = free_port()
-        self.base_url = f"http://127.0.0.1:{port}"
-        self.log = (workdir / f"server-{label}.log").open("w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "webapp", "serve", "--host", "127.0.0.1",
-                                      "--port", str(port)], env=env, cwd=workdir, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + READY_SECONDS
-        while True:
-            try:
-                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise SystemExit(f"the app did not start:\n{Path(self.log.name).read_text()[-3000:]}")
-            time.sleep(0.1)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=20)
-        self.log.close()
-
-
 def stream_export(client: httpx.Client, path: str, token: str, encoding: str) -> dict[str, Any]:
     """GET `path`, read in pieces, keep nothing; count and check the CSV lines as they pass."""
     headers = {"Authorization": f"Bearer {token}", "Accept-Encoding": encoding}
@@ -343,7 +281,7 @@ def stream_export(client: httpx.Client, path: str, token: str, encoding: str) ->
             "ordered": ordered}
 
 
-def measure_export(server: Server, token: str, encoding: str, warmup_until: str,
+def measure_export(server: ServedApp, token: str, encoding: str, warmup_until: str,
                    expect: tuple[int, int, int]) -> dict[str, Any]:
     rows_expected, low, high = expect
     with httpx.Client(base_url=server.base_url, timeout=120) as client:
@@ -389,7 +327,7 @@ def run_database(label: str, url: str, workdir: Path, args: argparse.Namespace) 
         low, high = id_range(url)
         warmup_until = (EPOCH + WARMUP_ROWS * STEP).strftime("%Y-%m-%dT%H:%M:%S")
         base = run_baseline(url) if not args.no_baseline else None
-        server = Server(url, workdir, f"{label.lower()}-{n}")
+        server = ServedApp(url, f"bench-{label.lower()}-{n}", workdir, secret_key=SECRET)
         exports: dict[str, Any] = {}
         try:
             for enc in args.encodings:

@@ -23,7 +23,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -46,9 +45,9 @@ from webapp.auth import Principal, issue_token  # noqa: E402
 from webapp.db import Database  # noqa: E402
 from webapp.migrate import upgrade  # noqa: E402
 from webapp.models import AccessRequest, Resource, ResourceApprover, utcnow  # noqa: E402
+from served_app import ServedApp, cpu_seconds  # noqa: E402
 
 SERVER = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432")
-READY_SECONDS = 60.0
 
 
 def url_for(database: str) -> str:
@@ -77,11 +76,6 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def prepare(url: str) -> tuple[str, int]:
     """An admin with a token, and one pending request: (token, request id)."""
     upgrade(url)
@@ -103,46 +97,6 @@ def prepare(url: str) -> tuple[str, int]:
             return token, request.id  # type: ignore[return-value]
     finally:
         database.dispose()
-
-
-class App:
-    """`python -m webapp serve` on a free port, in its own process group."""
-
-    def __init__(self, url: str, executor_id: str, port: int, workdir: Path) -> None:
-        env = {**os.environ, "ENV": "development", "DATABASE_URL": url, "SECRET_KEY": "bench-" + "x" * 40,
-               "EXECUTOR_ID": executor_id, "LOG_LEVEL": "WARNING", "LOG_FORMAT": "console",
-               "SHUTDOWN_GRACE_SECONDS": "0.5"}
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = (workdir / f"{executor_id}.log").open("w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "webapp", "serve", "--host", "127.0.0.1",
-                                      "--port", str(port)], env=env, cwd=workdir, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + READY_SECONDS
-        while True:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"{executor_id} did not start; see {self.log.name}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Arrivals:
@@ -205,7 +159,7 @@ def write_changes(url: str, request_id: int, count: int, rate: float) -> dict[in
     return committed
 
 
-async def measure(apps: list[App], token: str, url: str, request_id: int, clients: int, changes: int,
+async def measure(apps: list[ServedApp], token: str, url: str, request_id: int, clients: int, changes: int,
                   rate: float) -> dict[str, Any]:
     arrivals, baseline = Arrivals(), Arrivals()
     stop = asyncio.Event()
@@ -214,7 +168,7 @@ async def measure(apps: list[App], token: str, url: str, request_id: int, client
     listener = threading.Thread(target=notify_listener, args=(url, baseline, listener_ready, listener_stop))
     listener.start()
     async with httpx.AsyncClient(timeout=httpx.Timeout(60, read=None), limits=limits) as client:
-        tasks = [asyncio.create_task(sse_client(client, apps[i % len(apps)].url, token, arrivals, stop))
+        tasks = [asyncio.create_task(sse_client(client, apps[i % len(apps)].base_url, token, arrivals, stop))
                  for i in range(clients)]
         deadline = time.monotonic() + 60
         while arrivals.connected + len(arrivals.failures) < clients and time.monotonic() < deadline:
@@ -296,12 +250,12 @@ def main() -> int:
     with admin_engine().connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = url_for(name)
-    apps: list[App] = []
+    apps: list[ServedApp] = []
     try:
         token, request_id = prepare(url)
         with tempfile.TemporaryDirectory() as workdir:
             for n in range(processes):
-                apps.append(App(url, f"bench-live-{n}", free_port(), Path(workdir)))
+                apps.append(ServedApp(url, f"bench-live-{n}", Path(workdir)))
             result = asyncio.run(measure(apps, token, url, request_id, clients, changes, rate))
             for app in apps:
                 app.stop()
