@@ -33,9 +33,9 @@ from webapp.forms import FormModel
 from webapp.logs_view import AuditQuery, ErrorQuery
 from webapp.models import Decision, RequestStatus
 from webapp.request_table import Order, RequestQuery, SortKey
-from webapp.web.ops import WorkflowQuery
+from webapp.web.ops import WorkflowQuery, WorkflowRow
 from webapp.web.ops_batches import LoadForm, ShutdownForm, SubmitForm
-from webapp.web.ops_runtime import ExecutorQuery, ScheduleQuery
+from webapp.web.ops_runtime import ExecutorQuery, ScheduleQuery, ScheduleRow
 from webapp.web.ops_workflow import ActionForm
 from webapp.web.requests import DecisionForm, RejectForm, RequestForm, RevokeForm
 from webapp.web.security import SESSION_COOKIE, Access
@@ -224,23 +224,8 @@ class AuditLog(Shape):
     older: str | None = Field(description="URL of the next (older) page.")
 
 
-class WorkflowRow(Shape):
-    id: str
-    name: str
-    status: str
-    queue: str | None
-    executor: str | None
-    created: datetime | None
-    updated: datetime | None
-    parent: str | None
-    link: str | None = Field(description="The request or import job this workflow works for.")
-    link_text: str | None
-    href: str
-    progress: str | None = Field(description="The request's status, or an import's chunks done of total.")
-
-
 class WorkflowList(Shape):
-    workflows: list[WorkflowRow] = Field(description="Newest first, 50 at most.")
+    workflows: list[WorkflowRow] = Field(description="Newest first, 50 at most.")  # the endpoint's own rows
     next: str | None = Field(description="URL of the next (older) page.")
     previous: str | None
 
@@ -311,18 +296,8 @@ class Queues(Shape):
     counts_capped: bool = Field(description="True: more workflows than were counted.")
 
 
-class Schedule(Shape):
-    name: str
-    workflow: str
-    cron: str
-    timezone: str
-    status: str
-    last_tick: datetime | None
-    next_tick: datetime | None
-
-
 class Schedules(Shape):
-    schedules: list[Schedule]
+    schedules: list[ScheduleRow]  # the endpoint's own rows
 
 
 class ScheduleActed(Shape):
