@@ -66,11 +66,15 @@ async def progress(session_work: Any, batch_id: str) -> Progress | None:
     """Where the batch stands; None when there is no such batch.
 
     `session_work(fn)` runs `fn(session)` off the event loop (the web layer's `in_session`)."""
-    found = await DBOS.list_workflows_async(workflow_ids=[batch_id], load_input=True, load_output=False)
+    found = await DBOS.list_workflows_async(workflow_ids=[batch_id], load_input=False, load_output=True)
     if not found or found[0].name != request_batch_workflow.__qualname__:
         return None
     batch = found[0]
-    total = len(batch.input["args"][1]) if batch.input else 0
+    if isinstance(batch.output, int):  # done enqueueing: it returned the count
+        total = batch.output
+    else:  # still enqueueing (a moment): count its input, which holds every submission
+        [batch] = await DBOS.list_workflows_async(workflow_ids=[batch_id], load_input=True, load_output=False)
+        total = len(batch.input["args"][1]) if batch.input else 0
     members = await DBOS.list_workflows_async(workflow_id_prefix=f"{batch_id}-", load_input=False,
                                               load_output=False)
     recorded = set(await session_work(lambda s: _recorded_ids(s, batch_id)))
