@@ -65,3 +65,39 @@ def test_a_request_and_its_approval_reach_the_other_dashboard_live(server: LiveS
     assert not_reloaded(member)
     member.assert_clean()
     approver.assert_clean()
+
+
+def test_waiting_for_my_approval_and_my_requests_follow_along(server: LiveServer, open_page: OpenPage) -> None:
+    approver = open_page(server)
+    sign_in(approver, "approver@example.com")
+    approver.goto("/approvals")
+    mark(approver)
+    member = open_page(server)
+    sign_in(member, "member@example.com")
+    member.goto("/my/requests")
+    mark(member)
+
+    sender = open_page(server)  # the member again, in another window
+    sign_in(sender, "member@example.com")
+    sender.goto("/requests/new")
+    choose_resource(sender, "staging-db")
+    sender.page.get_by_label("Why do you need it?").fill(REASON)
+    sender.page.get_by_role("button", name="Send request").click()
+    heading = sender.page.locator("#request-detail h1")
+    expect(heading).to_contain_text("staging-db")
+    request_id = int(re.search(r"#(\d+)", heading.inner_text())[1])  # type: ignore[index]
+
+    waiting = approver.page.locator(f"#request-{request_id}")
+    expect(waiting).to_contain_text("requested", timeout=LIVE_MS)
+    mine = member.page.locator(f"#request-{request_id}")
+    expect(mine).to_contain_text("requested", timeout=LIVE_MS)
+
+    decider = open_page(server)
+    sign_in(decider, "approver@example.com")
+    decider.goto(f"/requests/{request_id}")
+    decider.page.get_by_role("button", name="Approve").first.click()
+    expect(mine).to_contain_text("approved", timeout=LIVE_MS)
+    expect(waiting).to_have_count(0, timeout=LIVE_MS)  # decided: no longer waiting
+    assert not_reloaded(approver) and not_reloaded(member)
+    member.assert_clean()
+    approver.assert_clean()
