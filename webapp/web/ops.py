@@ -84,16 +84,34 @@ async def _ids_of_request(request: Request, request_id: int) -> list[str]:
     return [found, *(f.workflow_id for f in forks)]
 
 
-def _progress(session: Session, rows: list[Any]) -> tuple[dict[str, tuple[int, str]], dict[int, str]]:
-    """(request id and status by workflow id, "chunks done/total" by import job) for these rows."""
-    ids = [i for w in rows for i in (w.workflow_id, w.forked_from) if i]
+@dataclass(frozen=True)
+class BusinessLink:
+    """What a workflow works for: a request (its own, or its original's for a fork) or an import job."""
+
+    href: str
+    text: str
+    progress: str | None  # the request's status, or the import's chunks done of total
+
+
+def business_links(session: Session, workflows: list[Any]) -> dict[str, BusinessLink]:
+    """The business object of each of these DBOS workflows that has one, by workflow id."""
+    ids = [i for w in workflows for i in (w.workflow_id, w.forked_from) if i]
     requests = {wid: (rid, status) for wid, rid, status in session.execute(
         sa.select(AccessRequest.workflow_id, AccessRequest.id, AccessRequest.status)
         .where(AccessRequest.workflow_id.in_(ids)))}  # type: ignore[attr-defined]
-    jobs = {j for j in (import_job_of(w.workflow_id) for w in rows) if j}
+    jobs = {j for j in (import_job_of(w.workflow_id) for w in workflows) if j}
     chunks = {job_id: f"chunks {done:,}/{total:,}" for job_id, done, total in session.execute(
         sa.select(ImportJob.id, ImportJob.chunks_done, ImportJob.chunks_total).where(ImportJob.id.in_(jobs)))}  # type: ignore[union-attr]
-    return requests, chunks
+    links = {}
+    for w in workflows:
+        owner = next((i for i in (w.workflow_id, w.forked_from) if i in requests), None)
+        job = import_job_of(w.workflow_id)
+        if owner:
+            request_id, status = requests[owner]
+            links[w.workflow_id] = BusinessLink(f"/requests/{request_id}", f"Request #{request_id}", status)
+        elif job:
+            links[w.workflow_id] = BusinessLink(f"/admin/import/{job}", f"Import {job}", chunks.get(job))
+    return links
 
 
 def _id_prefix(query: WorkflowQuery) -> str | None:
@@ -119,21 +137,13 @@ async def workflows_page(request: Request) -> Response:
             limit=PAGE_SIZE + 1, offset=(query.page - 1) * PAGE_SIZE, sort_desc=True, load_input=False,
             load_output=False)
     shown = found[:PAGE_SIZE]
-    request_of, chunks_of = await in_session(request, lambda s: _progress(s, shown))
+    links = await in_session(request, lambda s: business_links(s, shown))
     rows = []
     for w in shown:
-        job = import_job_of(w.workflow_id)
-        owner = next((i for i in (w.workflow_id, w.forked_from) if i in request_of), None)
-        if owner:
-            request_id, status = request_of[owner]
-            link, text, progress = f"/requests/{request_id}", f"Request #{request_id}", status
-        elif job:
-            link, text, progress = f"/admin/import/{job}", f"Import {job}", chunks_of.get(job)
-        else:
-            link = text = progress = None
+        link = links.get(w.workflow_id)
         rows.append(WorkflowRow(w.workflow_id, w.name, w.status, w.queue_name, w.executor_id, from_epoch_ms(w.created_at),
-                                from_epoch_ms(w.updated_at), w.parent_workflow_id, link, text, workflow_href(w.workflow_id),
-                                progress))
+                                from_epoch_ms(w.updated_at), w.parent_workflow_id, link and link.href,
+                                link and link.text, workflow_href(w.workflow_id), link and link.progress))
     params = {k: v for k, v in query.form_values().items() if v and k != "page"}
 
     def href(page: int) -> str:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-import sqlalchemy as sa
 from dbos import DBOS, WorkflowStatus
 from pydantic import Field, StringConstraints
 from starlette.exceptions import HTTPException
@@ -23,8 +22,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from webapp import workflow_control
 from webapp.forms import FormInvalid, FormModel, parse_form, parse_query
-from webapp.models import AccessRequest
-from webapp.web.ops import from_epoch_ms, import_job_of, workflow_href
+from webapp.web.ops import business_links, from_epoch_ms, workflow_href
 from webapp.web.rendering import render, wants_json
 from webapp.web.security import Access, current_principal, guarded_route
 from webapp.web.sessions import in_session
@@ -75,17 +73,6 @@ def _steps(raw: list[Any]) -> list[StepRow]:
                     _error(s["error"]), s["child_workflow_id"]) for s in raw]
 
 
-async def _business_link(request: Request, status: WorkflowStatus) -> tuple[str, str] | None:
-    """The request or import job this workflow (or the one it was forked from) works for."""
-    ids = [i for i in (status.workflow_id, status.forked_from) if i]
-    found = await in_session(request, lambda s: s.scalar(
-        sa.select(AccessRequest.id).where(AccessRequest.workflow_id.in_(ids))))  # type: ignore[attr-defined]
-    if found is not None:
-        return f"/requests/{found}", f"Request #{found}"
-    job = next((j for j in map(import_job_of, ids) if j), None)
-    return (f"/admin/import/{job}", f"Import {job}") if job else None
-
-
 def _relative(w: WorkflowStatus) -> dict[str, Any]:
     return {"id": w.workflow_id, "name": w.name, "status": w.status, "href": workflow_href(w.workflow_id),
             "created": from_epoch_ms(w.created_at)}
@@ -104,15 +91,13 @@ async def _load(request: Request, workflow_id: str) -> dict[str, Any]:
     return {
         "w": status, "steps": steps, "last_step": last_step,
         "children": [_relative(c) for c in children], "forks": [_relative(f) for f in forks],
-        "link": await _business_link(request, status),
+        "link": (await in_session(request, lambda s: business_links(s, [status]))).get(workflow_id),
         "created": from_epoch_ms(status.created_at), "updated": from_epoch_ms(status.updated_at),
         "input": _shown(status.input) if status.input is not None else None,
         "output": _shown(status.output) if status.output is not None else None,
         "error": _error(status.error),
-        "may": {action: workflow_control.refusal(action, status.status, step=1, last_step=last_step) is None
-                for action in ("cancel", "resume", "fork")},
         "why_not": {action: workflow_control.refusal(action, status.status, step=1, last_step=last_step)
-                    for action in ("cancel", "resume", "fork")},
+                    for action in ("cancel", "resume", "fork")},  # None: the action is offered
         "href": workflow_href(workflow_id),
     }
 
@@ -125,7 +110,7 @@ def _as_json(page: dict[str, Any]) -> dict[str, Any]:
         "executor": w.executor_id, "app_version": w.app_version, "recovery_attempts": w.recovery_attempts,
         "created": iso(page["created"]), "updated": iso(page["updated"]),
         "parent": w.parent_workflow_id, "forked_from": w.forked_from,
-        "link": page["link"][0] if page["link"] else None,
+        "link": page["link"].href if page["link"] else None,
         "input": page["input"], "output": page["output"], "error": page["error"],
         "steps": [{"number": s.number, "name": s.name, "started": iso(s.started), "duration_ms": s.duration_ms,
                    "output": s.output, "error": s.error, "child": s.child} for s in page["steps"]],
