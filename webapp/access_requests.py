@@ -64,7 +64,13 @@ def prepare_submission(session: Session, settings: Settings, requester: Principa
     if pending is not None:
         raise AccessError(422, f"You already have a pending request for {resource.name} (#{pending}).",
                           "resource_id")
-    return {"requester_id": requester.id, "resource_id": resource_id, "duration_seconds": seconds,
+    return submission(settings, requester.id, resource_id, seconds, reason)
+
+
+def submission(settings: Settings, requester_id: int, resource_id: int, seconds: int | None,
+               reason: str) -> dict[str, Any]:
+    """The access workflow's input: the same for a person's form and an operator's batch."""
+    return {"requester_id": requester_id, "resource_id": resource_id, "duration_seconds": seconds,
             "reason": reason, "reminder": reminder_policy(settings)}
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from webapp.access_requests import reminder_policy
+from webapp.access_requests import submission
 from webapp.config import Settings
 from webapp.durations import DURATIONS, allowed, describe
 from webapp.models import AccessRequest, RequestStatus, Resource, User
@@ -27,11 +27,6 @@ class PlanRefused(Exception):
 def _pending_pairs(session: Session) -> Any:
     return sa.select(AccessRequest.requester_id, AccessRequest.resource_id).where(
         AccessRequest.status == RequestStatus.requested)
-
-
-def _submission(settings: Settings, user_id: int, resource_id: int, seconds: int | None, reason: str) -> dict[str, Any]:
-    return {"requester_id": user_id, "resource_id": resource_id, "duration_seconds": seconds, "reason": reason,
-            "reminder": reminder_policy(settings)}
 
 
 def for_people(session: Session, settings: Settings, *, resource_id: int, department: str, duration: str,
@@ -53,7 +48,7 @@ def for_people(session: Session, settings: Settings, *, resource_id: int, depart
         raise PlanRefused("Nobody in that set can take a new request for this resource (everyone has one pending).")
     if len(ids) > settings.batch_max_count:
         raise PlanRefused(f"That is more than {settings.batch_max_count:,} people; choose a department.")
-    return [_submission(settings, user_id, resource_id, seconds, reason) for user_id in ids]
+    return [submission(settings, user_id, resource_id, seconds, reason) for user_id in ids]
 
 
 def for_load(session: Session, settings: Settings, *, count: int, reason: str) -> list[dict[str, Any]]:
@@ -74,7 +69,7 @@ def for_load(session: Session, settings: Settings, *, count: int, reason: str) -
     if len(found) < count:
         raise PlanRefused(f"Only {len(found):,} person and resource pairs can take a new request now; "
                           f"ask for at most that many.")
-    return [_submission(settings, user_id, resource_id, seconds, reason) for user_id, resource_id in found]
+    return [submission(settings, user_id, resource_id, seconds, reason) for user_id, resource_id in found]
 
 
 def departments(session: Session) -> list[str]:
