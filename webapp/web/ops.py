@@ -17,12 +17,12 @@ from dbos import DBOS
 from pydantic import Field, StringConstraints
 from sqlalchemy.orm import Session
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from webapp.forms import parse_query
 from webapp.logs_view import TimeRange
 from webapp.models import AccessRequest, ImportJob
-from webapp.web.rendering import render, wants_json
+from webapp.web.rendering import DataJSONResponse, render, wants_json
 from webapp.web.security import Access, guarded_route
 from webapp.web.sessions import in_session
 
@@ -152,15 +152,11 @@ async def workflows_page(request: Request) -> Response:
     older = href(query.page + 1) if len(found) > PAGE_SIZE else None
     newer = href(query.page - 1) if query.page > 1 else None
     if wants_json(request):
-        return JSONResponse({"workflows": [_as_json(r) for r in rows], "next": older, "previous": newer})
+        return DataJSONResponse({"workflows": rows, "next": older, "previous": newer})
     return render(request, "ops_workflows.html", {"rows": rows, "query": query, "values": query.form_values(),
                                                   "statuses": STATUSES, "older": older, "newer": newer},
                   block="workflows_table")
 
-
-def _as_json(row: WorkflowRow) -> dict[str, Any]:
-    return {**row.__dict__, "created": row.created.isoformat() if row.created else None,
-            "updated": row.updated.isoformat() if row.updated else None}
 
 
 routes = [guarded_route("/ops/workflows", workflows_page, access=Access.admin)]

@@ -32,7 +32,7 @@ from webapp.forms import FormModel, parse_query
 from webapp.heartbeat import is_gone, list_executors
 from webapp.models import utcnow
 from webapp.web.ops import from_epoch_ms
-from webapp.web.rendering import render, wants_fragment, wants_json
+from webapp.web.rendering import DataJSONResponse, render, wants_fragment, wants_json
 from webapp.web.security import Access, current_principal, guarded_route
 from webapp.web.sessions import in_session
 
@@ -99,9 +99,7 @@ async def queues_page(request: Request) -> Response:
     for name, counts in running.items():
         rows[name].running = dict(sorted(counts.items()))
     if wants_json(request):
-        return JSONResponse({"queues": [{**r.__dict__, "oldest_since": r.oldest_since.isoformat()
-                                         if r.oldest_since else None} for r in rows.values()],
-                             "counts_capped": capped})
+        return DataJSONResponse({"queues": list(rows.values()), "counts_capped": capped})
     return render(request, "ops_queues.html", {"rows": list(rows.values()), "capped": capped,
                                                "scan_limit": SCAN_LIMIT}, block="queues_table")
 
@@ -149,8 +147,7 @@ async def _schedules_response(request: Request, query: ScheduleQuery, *, message
     found = await DBOS.list_schedules_async(status=query.status)
     rows = sorted((_schedule_row(s, now) for s in found), key=lambda r: r.name)
     if wants_json(request):
-        return JSONResponse({"schedules": [{**r.__dict__, "last_tick": r.last_tick and r.last_tick.isoformat(),
-                                            "next_tick": r.next_tick and r.next_tick.isoformat()} for r in rows]})
+        return DataJSONResponse({"schedules": rows})
     return render(request, "ops_schedules.html", {"rows": rows, "query": query, "message": message,
                                                   "started": started or query.started or None},
                   block="schedules_table")
@@ -238,9 +235,7 @@ async def executors_page(request: Request) -> Response:
     rows += [ExecutorRow(executor, "unknown", running=count) for executor, count in sorted(running.items())]
     rows = [r for r in rows if query.state in (None, r.state)]
     if wants_json(request):
-        return JSONResponse({"executors": [{**r.__dict__, "started_at": r.started_at and r.started_at.isoformat(),
-                                            "last_seen": r.last_seen and r.last_seen.isoformat()} for r in rows],
-                             "counts_capped": capped})
+        return DataJSONResponse({"executors": rows, "counts_capped": capped})
     return render(request, "ops_executors.html", {"rows": rows, "query": query, "capped": capped,
                                                   "scan_limit": SCAN_LIMIT,
                                                   "interval": settings.heartbeat_interval_seconds},

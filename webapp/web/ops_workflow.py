@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from webapp import workflow_control
 from webapp.forms import FormInvalid, FormModel, parse_form, parse_query
 from webapp.web.ops import business_links, from_epoch_ms, workflow_href
-from webapp.web.rendering import render, wants_json
+from webapp.web.rendering import DataJSONResponse, render, wants_json
 from webapp.web.security import Access, current_principal, guarded_route
 from webapp.web.sessions import in_session
 
@@ -104,18 +104,16 @@ async def _load(request: Request, workflow_id: str) -> dict[str, Any]:
 
 def _as_json(page: dict[str, Any]) -> dict[str, Any]:
     w: WorkflowStatus = page["w"]
-    iso = lambda d: d.isoformat() if d else None  # noqa: E731
     return {
         "id": w.workflow_id, "name": w.name, "status": w.status, "queue": w.queue_name,
         "executor": w.executor_id, "app_version": w.app_version, "recovery_attempts": w.recovery_attempts,
-        "created": iso(page["created"]), "updated": iso(page["updated"]),
+        "created": page["created"], "updated": page["updated"],
         "parent": w.parent_workflow_id, "forked_from": w.forked_from,
         "link": page["link"].href if page["link"] else None,
         "input": page["input"], "output": page["output"], "error": page["error"],
-        "steps": [{"number": s.number, "name": s.name, "started": iso(s.started), "duration_ms": s.duration_ms,
+        "steps": [{"number": s.number, "name": s.name, "started": s.started, "duration_ms": s.duration_ms,
                    "output": s.output, "error": s.error, "child": s.child} for s in page["steps"]],
-        "children": [{**c, "created": iso(c["created"])} for c in page["children"]],
-        "forks": [{**f, "created": iso(f["created"])} for f in page["forks"]],
+        "children": page["children"], "forks": page["forks"],
     }
 
 
@@ -125,7 +123,7 @@ async def workflow_page(request: Request) -> Response:
     query = parse_query(ConfirmQuery, request.query_params)
     page = await _load(request, workflow_id)
     if wants_json(request):
-        return JSONResponse(_as_json(page))
+        return DataJSONResponse(_as_json(page))
     context = {**page, "confirm": query.confirm, "step": query.step, "errors": {}, "values": {}}
     return render(request, "ops_workflow.html", context, block="confirm" if query.confirm else None)
 

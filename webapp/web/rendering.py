@@ -6,12 +6,15 @@ gets just the block, so one file serves both and fragments work with curl.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from jinja2_fragments.starlette import Jinja2Blocks
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from webapp.durations import describe, time_left
 
@@ -80,3 +83,20 @@ def render(
 def render_block(request: Request, name: str, context: dict[str, Any], block: str) -> str:
     """One block of `name` as text, for HTML sent outside a response (server-sent events)."""
     return bytes(render(request, name, context, block=block, fragment_only=True).body).decode().strip()
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+class DataJSONResponse(JSONResponse):
+    """JSON in which datetimes are ISO 8601 strings and dataclasses are objects, so the rows a
+    page renders are its JSON answer as they stand (otherwise as Starlette's JSONResponse)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"),
+                          default=_json_value).encode("utf-8")
