@@ -8,13 +8,14 @@ or still active), which request it came from and who approved that request.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import sqlalchemy as sa
 from pydantic import field_validator
 from sqlalchemy.orm import Session, aliased
 
 from webapp.forms import FormModel
+from webapp.logs_view import in_utc
 from webapp.models import Approval, AuditEvent, Decision, Grant, User
 
 MAX_ROWS = 500
@@ -34,12 +35,7 @@ class AccessAtQuery(FormModel):
     @field_validator("at")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
-        if value is None:
-            return None
-        try:
-            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        except OverflowError:
-            raise ValueError("Enter a time between the years 1 and 9999.") from None
+        return None if value is None else in_utc(value)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from webapp.config import Settings
 from webapp.db import Database
-from webapp.live import _cancel_within
+from webapp.live import cancel_within
 from webapp.models import ExecutorHeartbeat, utcnow
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class Heartbeat:
 
     async def stop(self) -> None:
         if self._task is not None:
-            await _cancel_within(self._task, STOP_SECONDS, "executor heartbeat")
+            await cancel_within(self._task, STOP_SECONDS, "executor heartbeat")
             self._task = None
 
     def _beat(self) -> None:

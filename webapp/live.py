@@ -35,7 +35,7 @@ BATCH = 500
 STOP_SECONDS = 5.0
 
 
-async def _cancel_within(task: asyncio.Task[Any], seconds: float, what: str) -> None:
+async def cancel_within(task: asyncio.Task[Any], seconds: float, what: str) -> None:
     """Cancel `task` and wait at most `seconds` for it to end (`asyncio.wait_for` would wait
     as long as the task takes to honour the cancellation)."""
     task.cancel()
@@ -163,7 +163,7 @@ class AuditFeed:
         for subscription in list(self.subscribers):
             self._close(subscription)
         if self._task is not None:
-            await _cancel_within(self._task, STOP_SECONDS, "live feed tailer")
+            await cancel_within(self._task, STOP_SECONDS, "live feed tailer")
 
     def subscribe(self) -> Subscription:
         subscription = Subscription(asyncio.Queue(self.queue_size))
@@ -205,7 +205,7 @@ class AuditFeed:
                     await asyncio.sleep(1)
         finally:
             if listener is not None:
-                await _cancel_within(listener, STOP_SECONDS / 2, "live feed LISTEN connection")
+                await cancel_within(listener, STOP_SECONDS / 2, "live feed LISTEN connection")
 
     async def poll_once(self) -> list[FeedEvent]:
         if not self.subscribers:

@@ -28,6 +28,15 @@ class ErrorQuery(FormModel):
     before: int | None = Field(default=None, ge=1, le=MAX_ID)  # the page: ids below this one
 
 
+def in_utc(value: datetime) -> datetime:
+    """A form's time in UTC; one without a zone (what a datetime-local field sends) is UTC.
+    A validator's ValueError when the zone pushes it past the years datetime can hold."""
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("Enter a date and time between the years 1 and 9999.") from None
+
+
 class TimeRange(FormModel):
     """`since` (inclusive) and `until` (exclusive) from datetime-local fields, in UTC."""
 
@@ -37,15 +46,7 @@ class TimeRange(FormModel):
     @field_validator("since", "until")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
-        """A time without a zone (what a datetime-local field sends) is UTC."""
-        if value is None:
-            return None
-        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value
-        try:
-            value.astimezone(UTC)
-        except OverflowError:
-            raise ValueError("Enter a date and time between the years 1 and 9999.") from None
-        return value
+        return None if value is None else in_utc(value)
 
     def form_values(self) -> dict[str, str]:
         """The filter form's fields as the form shows them (datetime-local: no zone, minutes)."""
