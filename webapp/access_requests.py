@@ -256,12 +256,16 @@ class AccessRow:
     expires_at: datetime | None
 
 
+def grant_active(now: datetime, grant: Any = Grant) -> sa.ColumnElement[bool]:
+    """`grant` (the Grant table or an alias of it) gives access at `now`: not revoked, not expired."""
+    return sa.and_(grant.revoked_at.is_(None), sa.or_(grant.expires_at.is_(None), grant.expires_at > now))
+
+
 def my_access(session: Session, user_id: int, *, now: datetime) -> list[AccessRow]:
     rows = session.execute(
         sa.select(Grant.id, Grant.request_id, Resource.name, Resource.kind, Grant.granted_at, Grant.expires_at)
         .join(Resource, Resource.id == Grant.resource_id)
-        .where(Grant.user_id == user_id, Grant.revoked_at.is_(None),  # type: ignore[union-attr]
-               sa.or_(Grant.expires_at.is_(None), Grant.expires_at > now))  # type: ignore[union-attr, operator]
+        .where(Grant.user_id == user_id, grant_active(now))
         .order_by(Resource.name)
     ).all()
     return [AccessRow(*row) for row in rows]

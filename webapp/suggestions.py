@@ -15,6 +15,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, aliased
 
+from webapp.access_requests import grant_active
 from webapp.models import AccessRequest, Grant, RequestStatus, Resource, User
 
 LIMIT = 5
@@ -28,17 +29,12 @@ class Suggestion:
     holders: int  # distinct people like the requester who hold it now
 
 
-def _active(grant: type[Grant], now: datetime) -> sa.ColumnElement[bool]:
-    return sa.and_(grant.revoked_at.is_(None),  # type: ignore[union-attr]
-                   sa.or_(grant.expires_at.is_(None), grant.expires_at > now))  # type: ignore[union-attr, operator]
-
-
 def suggestions_for(session: Session, user_id: int, *, now: datetime, limit: int = LIMIT) -> list[Suggestion]:
     """Up to `limit` resources held now by people like `user_id`, most holders first."""
     me, peer, mine = aliased(User), aliased(User), aliased(Grant)
     alike = sa.or_(sa.and_(me.department != "", peer.department == me.department),
                    sa.and_(me.title != "", peer.title == me.title))
-    already_held = sa.exists().where(mine.user_id == me.id, mine.resource_id == Grant.resource_id, _active(mine, now))
+    already_held = sa.exists().where(mine.user_id == me.id, mine.resource_id == Grant.resource_id, grant_active(now, mine))
     waiting = sa.exists().where(AccessRequest.requester_id == me.id, AccessRequest.resource_id == Grant.resource_id,
                                 AccessRequest.status == RequestStatus.requested)
     holders = sa.func.count(sa.distinct(Grant.user_id)).label("holders")
@@ -48,7 +44,7 @@ def suggestions_for(session: Session, user_id: int, *, now: datetime, limit: int
         .join(peer, peer.id == Grant.user_id)
         .join(me, me.id == user_id)
         .join(Resource, Resource.id == Grant.resource_id)
-        .where(peer.active, peer.id != me.id, alike, _active(Grant, now), ~already_held, ~waiting)
+        .where(peer.active, peer.id != me.id, alike, grant_active(now), ~already_held, ~waiting)
         .group_by(Resource.id, Resource.name, Resource.kind)
         .order_by(holders.desc(), Resource.name)
         .limit(limit)
