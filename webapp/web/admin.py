@@ -7,6 +7,7 @@ counts) live in `webapp.accounts` and `webapp.catalog`.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
@@ -15,16 +16,16 @@ from pydantic import Field, StringConstraints, field_validator
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 
 from webapp import accounts, auth, catalog
-from webapp.access_history import AccessAt, AccessAtQuery, Holder, holders_at
+from webapp.access_history import AccessAt, AccessAtQuery, holders_at
 from webapp.durations import DURATIONS, LABELS, duration_key
 from webapp.forms import FormInvalid, FormModel, parse_form, parse_query
 from webapp.models import ApiToken, Resource, ResourceKind, Role, User, utcnow
 from webapp.passwords import MIN_PASSWORD_LENGTH
 from webapp.web.errors import error_response
-from webapp.web.rendering import render, wants_json
+from webapp.web.rendering import DataJSONResponse, render, wants_json
 from webapp.web.sessions import in_session
 from webapp.web.security import Access, current_principal, guarded_route
 
@@ -372,22 +373,12 @@ async def resource_access_page(request: Request) -> Response:
     resource, answer = await in_session(request, load)
     shown = _local_time(at)
     if wants_json(request):
-        return JSONResponse({"resource": {"id": resource.id, "name": resource.name}, "at": at.isoformat(),
-                             "more": answer.more, "holders": [_holder_json(h) for h in answer.holders]})
+        return DataJSONResponse({"resource": {"id": resource.id, "name": resource.name}, "at": at, "more": answer.more,
+                                 "holders": [{**asdict(h), "request_url": f"/requests/{h.request_id}" if h.request_id
+                                              else None} for h in answer.holders]})
     context = {"resource": resource, "answer": answer, "access_at": shown, "access_errors": {}, "error": None,
                "link": f"/admin/resources/{resource_id}/access?{urlencode({'at': shown})}"}
     return render(request, "admin_resource_access.html", context, block="resource_access")
-
-
-def _holder_json(holder: Holder) -> dict[str, Any]:
-    def iso(moment: datetime | None) -> str | None:
-        return moment.isoformat() if moment else None
-
-    return {"user_id": holder.user_id, "name": holder.name, "email": holder.email, "grant_id": holder.grant_id,
-            "granted_at": iso(holder.granted_at), "ended_at": iso(holder.ended_at), "ended": holder.ended,
-            "revoked_by": holder.revoked_by, "request_id": holder.request_id,
-            "request_url": f"/requests/{holder.request_id}" if holder.request_id else None,
-            "approved_by": holder.approved_by, "auto_approved": holder.auto_approved}
 
 
 routes = [
