@@ -21,11 +21,11 @@ from dbos import DBOS, SetWorkflowID
 from sqlalchemy.orm import Session
 
 from webapp.models import AccessRequest
+from webapp.workflow_control import FINISHED
 from webapp.workflows.access import access_request_workflow
 
 QUEUE = "requests"
 PREFIX = "batch-"
-ENDED = ("SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
 
 
 def new_batch_id() -> str:
@@ -82,7 +82,7 @@ async def progress(session_work: Any, batch_id: str) -> Progress | None:
         batch_id=batch_id, total=total,
         queued=sum(1 for w in members if w.status == "ENQUEUED"),
         recorded=len(recorded),
-        ended_unrecorded=sum(1 for w in members if w.status in ENDED and w.workflow_id not in recorded),
+        ended_unrecorded=sum(1 for w in members if w.status in FINISHED and w.workflow_id not in recorded),
         enqueuing=batch.status in ("PENDING", "ENQUEUED"),
     )
 
