@@ -170,15 +170,9 @@ def test_every_page_passes_axe_with_a_clean_console(serve, open_page, database: 
     audit.check(admin, "who had access at a time")
     admin.goto(admin.path.split("?")[0] + "?at=yesterday", status=400)
     audit.check(admin, "who had access at a time, with a bad time (400)", allow=(expected_status(400),))
-    admin.goto("/notifications")
-    audit.check(admin, "outbox")
-    admin.goto("/errors")
-    audit.check(admin, "error log")
-    admin.goto("/audit?action=request.")
-    audit.check(admin, "audit log, filtered")
-    admin.goto("/ops/workflows")
-    audit.check(admin, "workflows")
-    for path, label in (("/ops/queues", "queues"), ("/ops/schedules", "schedules"), ("/ops/executors", "executors")):
+    for path, label in (("/notifications", "outbox"), ("/errors", "error log"),
+                        ("/audit?action=request.", "audit log, filtered"), ("/ops/workflows", "workflows"),
+                        ("/ops/queues", "queues"), ("/ops/schedules", "schedules"), ("/ops/executors", "executors")):
         admin.goto(path)
         audit.check(admin, label)
     admin.goto("/ops/schedules")

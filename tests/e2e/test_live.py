@@ -24,23 +24,32 @@ def not_reloaded(watched: Watched) -> bool:
     return watched.page.evaluate("window.notReloaded === true") is True
 
 
-def test_a_request_and_its_approval_reach_the_other_dashboard_live(server: LiveServer, open_page: OpenPage) -> None:
-    approver = open_page(server)
-    sign_in(approver, "approver@example.com")
-    approver.goto("/")
-    mark(approver)
-    member = open_page(server)
-    sign_in(member, "member@example.com")
-    member.goto("/")
-    pending_before = member.page.locator("#counters .counter-value").first.inner_text()
+def signed_in(server: LiveServer, open_page: OpenPage, email: str, path: str) -> Watched:
+    """A new window, signed in as `email`, on `path`."""
+    window = open_page(server)
+    sign_in(window, email)
+    window.goto(path)
+    return window
 
+
+def send_request(member: Watched) -> int:
+    """Ask for staging-db through the form; the new request's id."""
     member.goto("/requests/new")
     choose_resource(member, "staging-db")
     member.page.get_by_label("Why do you need it?").fill(REASON)
     member.page.get_by_role("button", name="Send request").click()
     heading = member.page.locator("#request-detail h1")
     expect(heading).to_contain_text("staging-db")
-    request_id = int(re.search(r"#(\d+)", heading.inner_text())[1])  # type: ignore[index]
+    return int(re.search(r"#(\d+)", heading.inner_text())[1])  # type: ignore[index]
+
+
+def test_a_request_and_its_approval_reach_the_other_dashboard_live(server: LiveServer, open_page: OpenPage) -> None:
+    approver = signed_in(server, open_page, "approver@example.com", "/")
+    mark(approver)
+    member = signed_in(server, open_page, "member@example.com", "/")
+    pending_before = member.page.locator("#counters .counter-value").first.inner_text()
+
+    request_id = send_request(member)
     member.goto("/")
     mark(member)
     expect(member.page.locator("#counters .counter-value").first).not_to_have_text(pending_before)
@@ -68,33 +77,19 @@ def test_a_request_and_its_approval_reach_the_other_dashboard_live(server: LiveS
 
 
 def test_waiting_for_my_approval_and_my_requests_follow_along(server: LiveServer, open_page: OpenPage) -> None:
-    approver = open_page(server)
-    sign_in(approver, "approver@example.com")
-    approver.goto("/approvals")
+    approver = signed_in(server, open_page, "approver@example.com", "/approvals")
     mark(approver)
-    member = open_page(server)
-    sign_in(member, "member@example.com")
-    member.goto("/my/requests")
+    member = signed_in(server, open_page, "member@example.com", "/my/requests")
     mark(member)
 
-    sender = open_page(server)  # the member again, in another window
-    sign_in(sender, "member@example.com")
-    sender.goto("/requests/new")
-    choose_resource(sender, "staging-db")
-    sender.page.get_by_label("Why do you need it?").fill(REASON)
-    sender.page.get_by_role("button", name="Send request").click()
-    heading = sender.page.locator("#request-detail h1")
-    expect(heading).to_contain_text("staging-db")
-    request_id = int(re.search(r"#(\d+)", heading.inner_text())[1])  # type: ignore[index]
+    request_id = send_request(signed_in(server, open_page, "member@example.com", "/"))  # the member, another window
 
     waiting = approver.page.locator(f"#request-{request_id}")
     expect(waiting).to_contain_text("requested", timeout=LIVE_MS)
     mine = member.page.locator(f"#request-{request_id}")
     expect(mine).to_contain_text("requested", timeout=LIVE_MS)
 
-    decider = open_page(server)
-    sign_in(decider, "approver@example.com")
-    decider.goto(f"/requests/{request_id}")
+    decider = signed_in(server, open_page, "approver@example.com", f"/requests/{request_id}")
     decider.page.get_by_role("button", name="Approve").first.click()
     expect(mine).to_contain_text("approved", timeout=LIVE_MS)
     expect(waiting).to_have_count(0, timeout=LIVE_MS)  # decided: no longer waiting
