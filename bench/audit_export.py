@@ -62,8 +62,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS_FILE = ROOT / "bench" / "results" / "audit_export.json"
 sys.path.insert(0, str(ROOT))
 
-from webapp.db import Database, psycopg_url  # noqa: E402
-from webapp.models import AuditEvent  # noqa: E402
+from webapp.core.db import Database, psycopg_url  # noqa: E402
+from webapp.core.models import AuditEvent  # noqa: E402
 from served_app import ServedApp, cpu_seconds, status_kb  # noqa: E402
 
 PG_SERVER = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432").rstrip("/")
@@ -100,10 +100,10 @@ def audit_row(k: int) -> dict[str, Any]:
 
 def prepare(url: str) -> str:
     """Migrate, and create an admin with an API token (which writes a few audit rows)."""
-    from webapp.accounts import create_user
-    from webapp.auth import Principal, issue_token
-    from webapp.migrate import upgrade
-    from webapp.models import utcnow
+    from webapp.services.accounts import create_user
+    from webapp.services.identity import Principal, issue_token
+    from webapp.core.migrate import upgrade
+    from webapp.core.models import utcnow
 
     upgrade(url)
     database = Database(url)
@@ -202,8 +202,8 @@ def reset_peak(pid: int | str) -> bool:
 
 def baseline_child(url: str) -> None:
     """One SELECT of every row into a list, then the whole CSV in memory; prints JSON."""
-    from webapp.logs_view import AUDIT_COLUMNS
-    from webapp.web.logs import _csv_lines
+    from webapp.services.logs import AUDIT_COLUMNS
+    from webapp.web.admin.logs import _csv_lines
 
     database = Database(url)
     columns = [getattr(AuditEvent, name) for name in AUDIT_COLUMNS]

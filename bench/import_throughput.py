@@ -48,9 +48,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from webapp.config import Settings  # noqa: E402
-from webapp.db import Database  # noqa: E402
-from webapp.migrate import upgrade  # noqa: E402
-from webapp.models import ImportedPerson, ImportJob  # noqa: E402
+from webapp.core.db import Database  # noqa: E402
+from webapp.core.migrate import upgrade  # noqa: E402
+from webapp.core.models import ImportedPerson, ImportJob  # noqa: E402
 
 PG_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432")
 
@@ -79,7 +79,7 @@ def start_api() -> tuple[subprocess.Popen[bytes], str]:
 
 
 def durable_import(settings: Settings, database: Database, api: str, count: int, chunk_size: int) -> dict[str, Any]:
-    from webapp.people_import import cli
+    from webapp.services.people_import import cli
 
     seed = f"bench-{uuid.uuid4().hex[:8]}"  # a cold page cache and new people each run
     cpu = time.process_time()
@@ -107,7 +107,7 @@ def _span_exporter() -> Any:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from webapp.people_import import tracing
+    from webapp.services.people_import import tracing
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
@@ -178,9 +178,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.concurrency:
                 overrides["import_concurrency"] = args.concurrency
             settings = Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
-            from webapp import runtime
-            from webapp.logs import configure_logging
-            from webapp.people_import import cli
+            from webapp.workflows import runtime
+            from webapp.core.logging_setup import configure_logging
+            from webapp.services.people_import import cli
 
             configure_logging("WARNING", "console")
             settings = cli.cli_settings(settings)

@@ -1,4 +1,4 @@
-"""Alembic environment: the app's tables only (see webapp.migrate for what is excluded)."""
+"""Alembic environment: the app's tables only (see webapp.core.migrate for what is excluded)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from alembic import context
 from sqlmodel import SQLModel
 
 from webapp.config import Settings
-from webapp.db import create_db_engine
-from webapp.migrate import comparison_options, render_item
+from webapp.core.db import create_db_engine
+from webapp.core.migrate import comparison_options, render_item
 
 
 def database_url() -> str:

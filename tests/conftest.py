@@ -24,11 +24,11 @@ from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 from starlette.testclient import TestClient
 
-from webapp import models  # noqa: F401 - registers the tables
+from webapp.core import models  # noqa: F401 - registers the tables
 from webapp.app import create_app
 from webapp.config import Settings
-from webapp.db import Database
-from webapp.migrate import upgrade
+from webapp.core.db import Database
+from webapp.core.migrate import upgrade
 
 pytest_plugins = ["receivers"]  # SMTP and webhook servers on loopback (tests/receivers.py)
 
@@ -227,7 +227,7 @@ PASSWORD = "correct horse battery staple"
 @pytest.fixture
 def people(database: Database) -> dict[str, "models.User"]:
     """One person per role (plus a second approver), all with PASSWORD."""
-    from webapp.accounts import create_user
+    from webapp.services.accounts import create_user
 
     specs = {
         "admin": ("admin@example.com", "Ada Admin", "admin", "Security"),

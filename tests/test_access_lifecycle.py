@@ -15,10 +15,10 @@ from dbos import DBOS, SetWorkflowID
 from starlette.testclient import TestClient
 
 from conftest import csrf_token, post_form, sign_in
-from webapp.access_requests import reminder_policy
+from webapp.services.access import reminder_policy
 from webapp.app import create_app
-from webapp.db import Database
-from webapp.models import (
+from webapp.core.db import Database
+from webapp.core.models import (
     AccessRequest,
     Approval,
     AuditEvent,

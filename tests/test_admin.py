@@ -6,8 +6,8 @@ import sqlalchemy as sa
 from starlette.testclient import TestClient
 
 from conftest import post_form, sign_in
-from webapp.db import Database
-from webapp.models import ApiToken, AuditEvent, Resource, ResourceApprover, User
+from webapp.core.db import Database
+from webapp.core.models import ApiToken, AuditEvent, Resource, ResourceApprover, User
 
 
 def test_admin_adds_a_person_and_sees_them_listed(client: TestClient, people, database: Database) -> None:  # type: ignore[no-untyped-def]

@@ -8,9 +8,9 @@ import sqlalchemy as sa
 from starlette.testclient import TestClient
 
 from conftest import PASSWORD, csrf_token, post_form, sign_in
-from webapp import auth
-from webapp.db import Database
-from webapp.models import AuditEvent, LoginAttempt, User, UserSession, utcnow
+from webapp.services import identity as auth
+from webapp.core.db import Database
+from webapp.core.models import AuditEvent, LoginAttempt, User, UserSession, utcnow
 
 
 def audit_actions(database: Database) -> list[str]:

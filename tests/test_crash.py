@@ -56,11 +56,11 @@ import sqlalchemy as sa
 
 from app_process import AppProcess, app_env, wait_until
 from receivers import HttpReceiver, SmtpReceiver, free_port
-from webapp.accounts import create_user
-from webapp.auth import Principal, issue_token
+from webapp.services.accounts import create_user
+from webapp.services.identity import Principal, issue_token
 from webapp.config import Settings
-from webapp.db import Database
-from webapp.models import (
+from webapp.core.db import Database
+from webapp.core.models import (
     AccessRequest,
     Approval,
     AuditEvent,
@@ -70,8 +70,8 @@ from webapp.models import (
     ResourceApprover,
     utcnow,
 )
-from webapp.notifications import Message, dedup_key, message_id
-from webapp.workflows.notify import DEDUP_HEADER
+from webapp.services.notifications import Message, dedup_key, message_id
+from webapp.workflows.notifications import DEDUP_HEADER
 
 pytestmark = pytest.mark.slow
 

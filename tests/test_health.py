@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.testclient import TestClient
 
-from webapp.db import Database
+from webapp.core.db import Database
 
 
 def test_healthz_answers_while_the_process_serves(client: TestClient) -> None:

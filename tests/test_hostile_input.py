@@ -15,9 +15,9 @@ from starlette.testclient import TestClient
 
 from conftest import csrf_token, sign_in
 from test_route_matrix import concrete
-from webapp import auth
-from webapp.db import Database
-from webapp.models import AccessRequest, Grant, ImportJob, Resource, ResourceApprover, utcnow
+from webapp.services import identity as auth
+from webapp.core.db import Database
+from webapp.core.models import AccessRequest, Grant, ImportJob, Resource, ResourceApprover, utcnow
 
 MARKER = "<x-gh-probe>"
 # Every state-changing route and the fields its form reads. None: nothing to fuzz (it takes no input).

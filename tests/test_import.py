@@ -20,8 +20,8 @@ from conftest import post_form, sign_in
 from randomuser_server import RandomUserServer
 from sse_client import read_stream
 from webapp.config import Settings
-from webapp.db import Database
-from webapp.models import (
+from webapp.core.db import Database
+from webapp.core.models import (
     AuditEvent,
     ChunkStatus,
     ErrorRecord,
@@ -312,7 +312,7 @@ def test_the_job_page_follows_progress_over_sse(admin: TestClient, api: RandomUs
 
 def test_the_cli_imports_with_a_progress_line(settings: Settings, database: Database,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    from webapp.people_import.cli import CommandError, import_users
+    from webapp.cli.imports import CommandError, import_users
 
     out = io.StringIO()
     status = import_users(settings, source=str(REPO / "samples" / "people-200.json"), count=150, seed="cli",
@@ -331,7 +331,7 @@ def test_spans_carry_the_workflow_id(admin: TestClient, api: RandomUserServer) -
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from webapp.people_import import tracing
+    from webapp.services.people_import import tracing
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
@@ -361,7 +361,7 @@ def test_spans_carry_the_workflow_id(admin: TestClient, api: RandomUserServer) -
 def test_tracing_is_off_without_an_endpoint() -> None:
     from opentelemetry import trace
 
-    from webapp.people_import import tracing
+    from webapp.services.people_import import tracing
 
     assert isinstance(tracing.tracer(None), trace.NoOpTracer)
     with tracing.span(None, "import.test", "wf-1", page=1) as current:

@@ -22,11 +22,11 @@ import sqlalchemy as sa
 
 from app_process import READY_SECONDS, REPO, AppProcess, app_env, wait_until
 from randomuser_server import RandomUserServer
-from webapp.accounts import create_user
-from webapp.auth import Principal, issue_token
+from webapp.services.accounts import create_user
+from webapp.services.identity import Principal, issue_token
 from webapp.config import Settings
-from webapp.db import Database
-from webapp.models import AuditEvent, ErrorRecord, ImportChunk, ImportedPerson, ImportJob, User, utcnow
+from webapp.core.db import Database
+from webapp.core.models import AuditEvent, ErrorRecord, ImportChunk, ImportedPerson, ImportJob, User, utcnow
 
 pytestmark = pytest.mark.slow
 
@@ -169,7 +169,7 @@ def _only_job(database: Database) -> int | None:
 
 def test_5000_people_with_members_on_postgres(pg_settings: Settings, database: Database, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    from webapp.people_import.cli import import_users
+    from webapp.cli.imports import import_users
 
     settings = pg_settings.model_copy(update={"import_cache_dir": tmp_path / "cache"})
     began = time.monotonic()

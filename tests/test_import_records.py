@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from randomuser_server import RandomUserServer
-from webapp.people_import.plan import chunk_count, page_size_for, plan_chunks
-from webapp.people_import.records import InvalidRecord, person_row
-from webapp.people_import.source import (
+from webapp.services.people_import.plan import chunk_count, page_size_for, plan_chunks
+from webapp.services.people_import.records import InvalidRecord, person_row
+from webapp.services.people_import.source import (
     PageCache,
     PageMissing,
     PageRequest,
@@ -238,7 +238,7 @@ def test_the_generator_is_deterministic(tmp_path: Path) -> None:
 
 
 def test_the_quick_path_agrees_with_the_careful_one() -> None:
-    from webapp.people_import.records import _careful_row, _fast_row
+    from webapp.services.people_import.records import _careful_row, _fast_row
 
     people = sample(5000)
     quick = [_fast_row(p) for p in people]

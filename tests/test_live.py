@@ -12,10 +12,10 @@ from starlette.testclient import TestClient
 
 from conftest import sign_in
 from sse_client import Event, read_stream
-from webapp.audit import record_event
-from webapp.db import Database
-from webapp.live import AuditFeed
-from webapp.models import AccessRequest, Resource, ResourceApprover
+from webapp.services.audit import record_event
+from webapp.core.db import Database
+from webapp.live.feed import AuditFeed
+from webapp.core.models import AccessRequest, Resource, ResourceApprover
 
 
 def read_events(client: TestClient, count: int, headers: dict[str, str] | None = None,
@@ -108,7 +108,7 @@ def test_a_stream_that_subscribes_while_the_idle_tailer_looks_misses_nothing(
     subscribes (and replays) while that query runs, rows the query counts must still reach it."""
     import asyncio
 
-    from webapp import live
+    from webapp.live import feed as live
 
     feed = AuditFeed(database)
     joined: list[live.Subscription] = []
@@ -131,8 +131,8 @@ def test_a_stream_that_subscribes_while_the_idle_tailer_looks_misses_nothing(
 
 
 def test_a_slow_subscriber_is_dropped_not_buffered(database: Database, settings) -> None:  # type: ignore[no-untyped-def]
-    from webapp.live import FeedEvent
-    from webapp.models import utcnow
+    from webapp.live.feed import FeedEvent
+    from webapp.core.models import utcnow
 
     feed = AuditFeed(database, queue_size=2)
     slow = feed.subscribe()

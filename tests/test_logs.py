@@ -12,7 +12,7 @@ import pytest
 from dbos import DBOS
 from starlette.testclient import TestClient
 
-from webapp.logs import configure_logging, request_id_var
+from webapp.core.logging_setup import configure_logging, request_id_var
 
 workflow_log = logging.getLogger("tests.workflow")
 

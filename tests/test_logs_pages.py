@@ -12,9 +12,9 @@ import sqlalchemy as sa
 from starlette.testclient import TestClient
 
 from conftest import sign_in
-from webapp.db import Database
-from webapp.logs_view import EXPORT_BATCH, PAGE_SIZE
-from webapp.models import AuditEvent, ErrorRecord, utcnow
+from webapp.core.db import Database
+from webapp.services.logs import EXPORT_BATCH, PAGE_SIZE
+from webapp.core.models import AuditEvent, ErrorRecord, utcnow
 
 JSON = {"Accept": "application/json"}
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
-from webapp.migrate import downgrade, schema_drift, upgrade
+from webapp.core.migrate import downgrade, schema_drift, upgrade
 
 APP_TABLES = {t.name for t in SQLModel.metadata.sorted_tables}
 

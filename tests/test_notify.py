@@ -16,9 +16,9 @@ from starlette.testclient import TestClient
 from receivers import HttpReceiver, SmtpReceiver
 from webapp.app import create_app
 from webapp.config import Settings
-from webapp.db import Database
-from webapp.models import AccessRequest, ErrorRecord, Notification, Resource, User
-from webapp.notifications import (
+from webapp.core.db import Database
+from webapp.core.models import AccessRequest, ErrorRecord, Notification, Resource, User
+from webapp.services.notifications import (
     Message,
     dedup_key,
     email_message,
@@ -26,7 +26,7 @@ from webapp.notifications import (
     request_url,
     slack_payload,
 )
-from webapp.workflows.notify import DEDUP_HEADER, delivery_workflow_id, send_notifications
+from webapp.workflows.notifications import DEDUP_HEADER, delivery_workflow_id, send_notifications
 
 BASE_URL = "https://gatehouse.example.test"
 FINISHED = ("SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")

@@ -31,10 +31,10 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from test_access_lifecycle import make_resource, wait_for
-from webapp import auth
-from webapp.db import Database
-from webapp.models import ErrorRecord, utcnow
-from webapp.web.api_spec import OPERATIONS
+from webapp.services import identity as auth
+from webapp.core.db import Database
+from webapp.core.models import ErrorRecord, utcnow
+from webapp.web.api.spec import OPERATIONS
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
           response_schema_conformance]

@@ -14,11 +14,11 @@ from starlette.testclient import TestClient
 from app_process import AppProcess, app_env, wait_until
 from conftest import post_form, sign_in
 from test_access_lifecycle import make_resource, wait_for
-from webapp.accounts import create_user
-from webapp.auth import Principal, issue_token
+from webapp.services.accounts import create_user
+from webapp.services.identity import Principal, issue_token
 from webapp.config import Settings
-from webapp.db import Database
-from webapp.models import AccessRequest, AuditEvent, User, utcnow
+from webapp.core.db import Database
+from webapp.core.models import AccessRequest, AuditEvent, User, utcnow
 
 JSON = {"Accept": "application/json"}
 

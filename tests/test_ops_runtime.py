@@ -17,9 +17,9 @@ from starlette.testclient import TestClient
 from conftest import post_form, sign_in
 from test_access_lifecycle import make_resource, submit
 from webapp.config import Settings
-from webapp.db import Database
-from webapp.models import AuditEvent, ExecutorHeartbeat, utcnow
-from webapp.web.ops_runtime import next_tick
+from webapp.core.db import Database
+from webapp.core.models import AuditEvent, ExecutorHeartbeat, utcnow
+from webapp.web.ops.runtime import next_tick
 from webapp.workflows import queue_specs
 
 JSON = {"Accept": "application/json"}

@@ -10,8 +10,8 @@ from starlette.testclient import TestClient
 
 from conftest import post_form
 from test_access_lifecycle import make_resource, status_of, submit, wait_for
-from webapp.db import Database
-from webapp.models import AccessRequest, AuditEvent, Grant, Notification
+from webapp.core.db import Database
+from webapp.core.models import AccessRequest, AuditEvent, Grant, Notification
 
 JSON = {"Accept": "application/json"}
 

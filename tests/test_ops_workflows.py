@@ -8,7 +8,7 @@ from starlette.testclient import TestClient
 
 from conftest import sign_in
 from test_access_lifecycle import make_resource, submit
-from webapp.db import Database
+from webapp.core.db import Database
 
 JSON = {"Accept": "application/json"}
 

@@ -12,9 +12,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from test_route_matrix import as_role
-from webapp import request_table
-from webapp.db import Database
-from webapp.models import (
+from webapp.services import request_table
+from webapp.core.db import Database
+from webapp.core.models import (
     AccessRequest,
     Approval,
     ErrorRecord,
@@ -281,7 +281,7 @@ def test_action_forms_are_real_forms_for_the_decision_routes(client: TestClient,
     assert f'<input id="reject-reason-{request_id}" name="comment" required minlength="3"' in row
     assert 'class="badge badge-requested">requested</span>' in row  # status as text, not only colour
     # The fields are the ones the decision routes read.
-    from webapp.web.requests import DecisionForm, RejectForm
+    from webapp.web.requests.pages import DecisionForm, RejectForm
     assert set(RejectForm.model_fields) == {"comment"} and set(DecisionForm.model_fields) == {"comment"}
 
 

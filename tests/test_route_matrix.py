@@ -12,9 +12,9 @@ import pytest
 from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
-from webapp import auth
-from webapp.db import Database
-from webapp.models import AccessRequest, Grant, ImportJob, Resource, ResourceApprover, utcnow
+from webapp.services import identity as auth
+from webapp.core.db import Database
+from webapp.core.models import AccessRequest, Grant, ImportJob, Resource, ResourceApprover, utcnow
 from webapp.web.security import CSRF_COOKIE, SESSION_COOKIE, Access
 
 # (method, path template) -> who may call it

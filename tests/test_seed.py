@@ -6,10 +6,10 @@ from collections import Counter
 
 import sqlalchemy as sa
 
-from webapp.db import Database
-from webapp.models import AccessRequest, AuditEvent, Grant, RequestStatus, Resource, ResourceApprover, User
-from webapp.passwords import verify_password
-from webapp.seed import DEMO_PASSWORD, database_has_users, seed_demo
+from webapp.core.db import Database
+from webapp.core.models import AccessRequest, AuditEvent, Grant, RequestStatus, Resource, ResourceApprover, User
+from webapp.core.passwords import verify_password
+from webapp.services.demo import DEMO_PASSWORD, database_has_users, seed_demo
 
 
 def test_seed_builds_an_organisation(database: Database, settings) -> None:  # type: ignore[no-untyped-def]

@@ -1,5 +1,5 @@
-"""Access suggestions on the request form (webapp/suggestions.py) and "who had access at
-time T" on an admin's resource page (webapp/access_history.py)."""
+"""Access suggestions on the request form (webapp/services/suggestions.py) and "who had access at
+time T" on an admin's resource page (webapp/services/access_history.py)."""
 
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ from starlette.testclient import TestClient
 
 from conftest import post_form, sign_in
 from test_access_lifecycle import make_resource, submit, wait_for
-from webapp.access_history import holders_at
+from webapp.services.access_history import holders_at
 from webapp.app import create_app
-from webapp.audit import record_event
-from webapp.db import Database
-from webapp.models import AccessRequest, Approval, Grant, Resource, User, utcnow
-from webapp.seed import PEOPLE, TEAM_ACCESS, email_for, seed_demo
-from webapp.suggestions import suggestions_for
+from webapp.services.audit import record_event
+from webapp.core.db import Database
+from webapp.core.models import AccessRequest, Approval, Grant, Resource, User, utcnow
+from webapp.services.demo import PEOPLE, TEAM_ACCESS, email_for, seed_demo
+from webapp.services.suggestions import suggestions_for
 
 DAY = timedelta(days=1)
 

@@ -14,8 +14,8 @@ from starlette.testclient import TestClient
 from conftest import sign_in
 from test_access_lifecycle import REASON, make_resource, status_of, submit, wait_for
 from webapp.app import create_app
-from webapp.db import Database
-from webapp.models import AccessRequest, AuditEvent, Grant, utcnow
+from webapp.core.db import Database
+from webapp.core.models import AccessRequest, AuditEvent, Grant, utcnow
 from webapp.workflows.sweep import schedule
 
 

@@ -13,11 +13,11 @@ import httpx
 import pytest
 
 from app_process import AppProcess, app_env, wait_until
-from webapp.accounts import create_user
-from webapp.auth import Principal, issue_token
+from webapp.services.accounts import create_user
+from webapp.services.identity import Principal, issue_token
 from webapp.config import Settings
-from webapp.db import Database
-from webapp.models import Resource, ResourceApprover, utcnow
+from webapp.core.db import Database
+from webapp.core.models import Resource, ResourceApprover, utcnow
 
 pytestmark = pytest.mark.slow
 REASON = "Two processes: checking that the feed crosses them."

@@ -8,8 +8,8 @@ import re
 from starlette.testclient import TestClient
 
 from conftest import sign_in
-from webapp.db import Database
-from webapp.seed import DEMO_PASSWORD, seed_demo
+from webapp.core.db import Database
+from webapp.services.demo import DEMO_PASSWORD, seed_demo
 
 
 def seed(database: Database, client: TestClient) -> None:

@@ -18,7 +18,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from webapp.app import create_app
-    from webapp.logs import configure_logging
+    from webapp.core.logging_setup import configure_logging
 
     configure_logging(settings.log_level, settings.resolved_log_format)
     app = create_app(settings)
@@ -40,7 +40,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from webapp.migrate import upgrade
+    from webapp.core.migrate import upgrade
 
     upgrade(settings.database_url)
     print(f"database is at the latest schema ({_redact(settings.database_url)})")
@@ -48,8 +48,8 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _seed_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from webapp.db import Database
-    from webapp.seed import DEMO_PASSWORD, database_has_users, demo_logins, seed_demo
+    from webapp.core.db import Database
+    from webapp.services.demo import DEMO_PASSWORD, database_has_users, demo_logins, seed_demo
 
     if settings.is_production and not args.force:
         print("refusing to seed demo data with ENV=production (use --force)", file=sys.stderr)
@@ -75,8 +75,8 @@ def _seed_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _create_user(settings: Settings, args: argparse.Namespace) -> int:
-    from webapp.accounts import AccountError, create_user
-    from webapp.db import Database
+    from webapp.services.accounts import AccountError, create_user
+    from webapp.core.db import Database
 
     password = args.password
     if password is None and not args.no_password:
@@ -98,7 +98,7 @@ def _create_user(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _import_users(settings: Settings, args: argparse.Namespace) -> int:
-    from webapp.people_import.cli import CommandError, import_users
+    from webapp.cli.imports import CommandError, import_users
 
     try:
         status = import_users(settings, source=args.source, count=args.count, seed=args.seed,

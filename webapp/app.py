@@ -19,21 +19,28 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from webapp import runtime
+from webapp.workflows import runtime
 from webapp.config import Settings
-from webapp.db import Database, psycopg_url
-from webapp.logs import configure_logging
-from webapp.middleware import (
+from webapp.core.db import Database, psycopg_url
+from webapp.core.logging_setup import configure_logging
+from webapp.web.middleware import (
     BodySizeLimitMiddleware,
     RequestContextMiddleware,
     SecurityHeadersMiddleware,
 )
-from webapp.live import AuditFeed
-from webapp.live_counters import CounterCache
-from webapp.heartbeat import Heartbeat
-from webapp.web import api_docs, ops_runtime
-from webapp.web import admin, events, health, home, imports, logs, ops, ops_batches, ops_workflow, requests
-from webapp.web import auth as auth_pages
+from webapp.live.feed import AuditFeed
+from webapp.live.counters import CounterCache
+from webapp.services.executors import Heartbeat
+from webapp.web import events, health, home
+from webapp.web import sign_in as auth_pages
+from webapp.web.admin import imports, logs
+from webapp.web.admin import pages as admin
+from webapp.web.api import docs as api_docs
+from webapp.web.ops import batches as ops_batches
+from webapp.web.ops import runtime as ops_runtime
+from webapp.web.ops import workflow as ops_workflow
+from webapp.web.ops import workflows as ops
+from webapp.web.requests import pages as requests
 from webapp.web.errors import EXCEPTION_HANDLERS
 from webapp.web.rendering import create_templates
 from webapp.web.security import CSRFCookieMiddleware

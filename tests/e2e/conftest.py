@@ -23,10 +23,10 @@ from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, sync_pl
 
 from e2e.support import AXE_URL_PATH, CHROMIUM, CHROMIUM_ARGS, LiveServer, Watched, serve_axe
 from webapp.app import create_app
-from webapp.catalog import ResourceChanges, save_resource
+from webapp.services.catalog import ResourceChanges, save_resource
 from webapp.config import Settings
-from webapp.db import Database
-from webapp.models import User
+from webapp.core.db import Database
+from webapp.core.models import User
 
 ACTION_TIMEOUT_MS = 10_000
 HERE = Path(__file__).resolve().parent

@@ -23,9 +23,9 @@ from e2e.support import (
     sign_in,
 )
 
-from webapp.db import Database
-from webapp.models import AccessRequest, Grant
-from webapp.seed import email_for, seed_demo
+from webapp.core.db import Database
+from webapp.core.models import AccessRequest, Grant
+from webapp.services.demo import email_for, seed_demo
 
 MEMBER = email_for("Jamal Carter")
 APPROVER = email_for("Chiara Rossi")  # approves aws-staging (one approval needed)

@@ -13,9 +13,9 @@ import pytest
 from e2e.support import LiveServer, Watched, choose_resource, expected_status, post, post_and_follow, sign_in
 from playwright.sync_api import expect
 
-from webapp.catalog import ResourceChanges, save_resource
-from webapp.db import Database
-from webapp.models import User
+from webapp.services.catalog import ResourceChanges, save_resource
+from webapp.core.db import Database
+from webapp.core.models import User
 
 
 REASON = "Rotating the staging database credentials this afternoon."

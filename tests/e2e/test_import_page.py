@@ -11,7 +11,7 @@ from e2e.support import LiveServer, Watched, describe_violations, run_axe, sign_
 from playwright.sync_api import expect
 
 from webapp.config import Settings
-from webapp.models import User
+from webapp.core.models import User
 
 OpenPage = Callable[..., Watched]
 

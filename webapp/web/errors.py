@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from webapp.forms import FormInvalid
+from webapp.core.forms import FormInvalid
 from webapp.web.rendering import is_htmx, render, wants_json
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ Each event is an audit row the viewer may see, sent as a few messages (the chang
 row, a toast, the activity entry: webapp/web/live_messages.py) of which the last carries
 the audit id as SSE id, so a browser that reconnects with `Last-Event-ID` first gets what
 it missed from the table, in order, then the live tail. After a burst of changes to
-requests or grants the viewer's dashboard counters follow (webapp/live_counters.py). The
+requests or grants the viewer's dashboard counters follow (webapp/live/counters.py). The
 stream ends cleanly when the server shuts down, and browsers reconnect (to another
 process, behind a load balancer).
 """
@@ -18,9 +18,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from webapp.auth import Principal
-from webapp.live import FeedEvent, load_events
-from webapp.overview import Counters
+from webapp.services.identity import Principal
+from webapp.live.feed import FeedEvent, load_events
+from webapp.services.overview import Counters
 from webapp.web.live_messages import COUNTED, messages
 from webapp.web.rendering import render_block, request_context
 from webapp.web.security import Access, current_principal, guarded_route

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from webapp.runtime import dbos_is_launched
+from webapp.workflows.runtime import dbos_is_launched
 from webapp.web.security import Access, guarded_route
 
 log = logging.getLogger(__name__)

@@ -12,16 +12,16 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from webapp.access_requests import requestable_resources, viewer
-from webapp.models import utcnow
-from webapp.overview import load_counters
-from webapp.request_table import RequestQuery, load_table
-from webapp.suggestions import suggestions_for
+from webapp.services.access import requestable_resources, viewer
+from webapp.core.models import utcnow
+from webapp.services.overview import load_counters
+from webapp.services.request_table import RequestQuery, load_table
+from webapp.services.suggestions import suggestions_for
 from webapp.web.rendering import render, wants_json
-from webapp.web.request_table import table_view
-from webapp.web.requests import request_form_context
+from webapp.web.requests.table import table_view
+from webapp.web.requests.pages import request_form_context
 from webapp.web.security import Access, current_principal, guarded_route
-from webapp.web.sessions import in_session
+from webapp.web.database import in_session
 
 
 async def home(request: Request) -> Response:

@@ -25,11 +25,11 @@ from typing import Any
 from jinja2 import Environment
 from sse_starlette import ServerSentEvent
 
-from webapp.access_requests import decides, may_cancel
-from webapp.auth import Principal
-from webapp.live import FeedEvent
-from webapp.models import RequestStatus
-from webapp.request_table import RowActions
+from webapp.services.access import decides, may_cancel
+from webapp.services.identity import Principal
+from webapp.live.feed import FeedEvent
+from webapp.core.models import RequestStatus
+from webapp.services.request_table import RowActions
 
 # Events after which the dashboard counters may have moved.
 COUNTED = ("request.", "grant.")

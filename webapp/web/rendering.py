@@ -16,7 +16,7 @@ from jinja2_fragments.starlette import Jinja2Blocks
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from webapp.durations import describe, time_left
+from webapp.core.durations import describe, time_left
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent.parent / "templates"
 

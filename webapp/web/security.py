@@ -26,8 +26,8 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from webapp import auth
-from webapp.models import utcnow
+from webapp.services import identity as auth
+from webapp.core.models import utcnow
 from webapp.web.errors import error_response
 from webapp.web.rendering import is_htmx, wants_fragment, wants_json
 

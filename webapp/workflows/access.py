@@ -28,10 +28,10 @@ import sqlalchemy as sa
 from dbos import DBOS
 from dbos._error import DBOSWorkflowCancelledError
 
-from webapp.audit import record_event
-from webapp.db import datasource
-from webapp.durations import allowed, describe
-from webapp.models import (
+from webapp.services.audit import record_event
+from webapp.core.db import datasource
+from webapp.core.durations import allowed, describe
+from webapp.core.models import (
     AccessRequest,
     Approval,
     Decision,
@@ -44,8 +44,8 @@ from webapp.models import (
     User,
     utcnow,
 )
-from webapp.workflow_control import fork_label
-from webapp.workflows.notify import Message, request_link, send_notifications
+from webapp.workflows.control import fork_label
+from webapp.workflows.notifications import Message, request_link, send_notifications
 
 log = logging.getLogger(__name__)
 DECISION_TOPIC = "decision"

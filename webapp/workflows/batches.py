@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from dbos import DBOS, SetWorkflowID
 from sqlalchemy.orm import Session
 
-from webapp.models import AccessRequest
-from webapp.workflow_control import FINISHED
+from webapp.core.models import AccessRequest
+from webapp.workflows.control import FINISHED
 from webapp.workflows.access import access_request_workflow
 
 QUEUE = "requests"

@@ -52,11 +52,11 @@ from dbos import DBOS, SetWorkflowID, StepOptions
 from dbos._error import DBOSMaxStepRetriesExceeded  # not exported by dbos 3.4
 from sqlalchemy.dialects import postgresql, sqlite
 
-from webapp.accounts import normalise_email
-from webapp.audit import record_event
+from webapp.services.accounts import normalise_email
+from webapp.services.audit import record_event
 from webapp.config import Settings
-from webapp.db import datasource
-from webapp.models import (
+from webapp.core.db import datasource
+from webapp.core.models import (
     ChunkStatus,
     ErrorRecord,
     ImportChunk,
@@ -67,10 +67,10 @@ from webapp.models import (
     User,
     utcnow,
 )
-from webapp.people_import import tracing
-from webapp.people_import.plan import plan_chunks
-from webapp.people_import.records import InvalidRecord, display_name, person_row
-from webapp.people_import.source import (
+from webapp.services.people_import import tracing
+from webapp.services.people_import.plan import plan_chunks
+from webapp.services.people_import.records import InvalidRecord, display_name, person_row
+from webapp.services.people_import.source import (
     PageCache,
     PageRequest,
     Source,

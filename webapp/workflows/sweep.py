@@ -23,15 +23,15 @@ from typing import Any
 import sqlalchemy as sa
 from dbos import DBOS
 
-from webapp.audit import record_event
-from webapp.db import datasource
-from webapp.models import AccessRequest, AuditEvent, Grant, RequestStatus, utcnow
+from webapp.services.audit import record_event
+from webapp.core.db import datasource
+from webapp.core.models import AccessRequest, AuditEvent, Grant, RequestStatus, utcnow
 
 WAITING = {"PENDING", "ENQUEUED"}
 # A workflow expires its own request as its TTL ends; look only at requests overdue by more.
 GRACE = timedelta(seconds=30)
 BATCH = 500
-EXPIRING_WINDOW = timedelta(hours=24)  # the dashboard's "expiring soon" (webapp.overview.SOON)
+EXPIRING_WINDOW = timedelta(hours=24)  # the dashboard's "expiring soon" (webapp.services.overview.SOON)
 EXPIRING_ACTION = "grant.expiring"
 
 

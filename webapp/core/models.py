@@ -1,0 +1,404 @@
+"""The schema: every app table, in SQLModel.
+
+DBOS keeps its own tables elsewhere (a separate SQLite file, or the `dbos` schema on
+PostgreSQL); alembic is told to ignore them. Times are stored in UTC and always come
+back timezone-aware, on SQLite too.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import JSON, Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A timestamp that is stored in UTC and read back timezone-aware on every backend."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _timestamp(*, index: bool = False, nullable: bool = False, default: bool = False) -> Any:
+    return Field(
+        default_factory=utcnow if default else None,
+        sa_type=UTCDateTime,
+        nullable=nullable,
+        index=index,
+    )
+
+
+class Role(StrEnum):
+    member = "member"
+    approver = "approver"
+    admin = "admin"
+
+
+class ResourceKind(StrEnum):
+    app = "app"
+    group = "group"
+    database = "database"
+
+
+class RequestStatus(StrEnum):
+    requested = "requested"
+    approved = "approved"
+    rejected = "rejected"
+    canceled = "canceled"
+    expired = "expired"
+    revoked = "revoked"
+    failed = "failed"
+
+
+class Decision(StrEnum):
+    approve = "approve"
+    reject = "reject"
+
+
+class NotificationStatus(StrEnum):
+    queued = "queued"
+    sent = "sent"
+    failed = "failed"
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=320, unique=True, index=True)
+    name: str = Field(max_length=200, index=True)  # the requests table sorts by requester name
+    department: str = Field(default="", max_length=100, index=True)
+    title: str = Field(default="", max_length=100, index=True)
+    role: str = Field(default=Role.member, max_length=16)
+    password_hash: str | None = Field(default=None, max_length=255)
+    active: bool = True
+    created_at: datetime = _timestamp(default=True)
+
+
+class Resource(SQLModel, table=True):
+    __tablename__ = "resources"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=120, unique=True, index=True)
+    kind: str = Field(default=ResourceKind.app, max_length=16, index=True)
+    description: str = Field(default="", max_length=2000)
+    owner_id: int | None = Field(default=None, foreign_key="users.id", index=True)
+    approvals_required: int = Field(default=1, ge=1)
+    # Longest grant in seconds; None allows permanent access.
+    max_duration_seconds: int | None = None
+    auto_approve: bool = False
+    # How long a request may wait for decisions before it expires.
+    pending_ttl_seconds: int = 72 * 3600
+    created_at: datetime = _timestamp(default=True)
+
+
+class ResourceApprover(SQLModel, table=True):
+    __tablename__ = "resource_approvers"
+
+    resource_id: int = Field(foreign_key="resources.id", primary_key=True)
+    user_id: int = Field(foreign_key="users.id", primary_key=True, index=True)
+
+
+class AccessRequest(SQLModel, table=True):
+    __tablename__ = "access_requests"
+    __table_args__ = (
+        sa.Index("ix_access_requests_status_created", "status", "created_at"),
+        sa.Index("ix_access_requests_requester_status", "requester_id", "status"),
+        sa.Index("ix_access_requests_resource_status", "resource_id", "status"),
+        # The requests table orders by a column, then by id (webapp/services/request_table.py):
+        # these let a page be read from an index instead of sorting every visible row.
+        sa.Index("ix_access_requests_by_status", "status", "id"),
+        sa.Index("ix_access_requests_by_requester", "requester_id", "id"),
+        sa.Index("ix_access_requests_by_duration", "duration_seconds", "id"),
+        sa.Index("ix_access_requests_by_updated", "updated_at", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    requester_id: int = Field(foreign_key="users.id")
+    resource_id: int = Field(foreign_key="resources.id")
+    reason: str = Field(max_length=1000)
+    # Requested grant length in seconds; None asks for permanent access.
+    duration_seconds: int | None = None
+    status: str = Field(default=RequestStatus.requested, max_length=16)
+    workflow_id: str = Field(max_length=100, unique=True)
+    created_at: datetime = _timestamp(default=True, index=True)
+    updated_at: datetime = _timestamp(default=True)
+    pending_until: datetime | None = _timestamp(nullable=True)
+    decided_at: datetime | None = _timestamp(nullable=True, index=True)  # "approved today"
+    decided_by_id: int | None = Field(default=None, foreign_key="users.id")
+    error: str | None = Field(default=None, max_length=2000)
+
+
+class Grant(SQLModel, table=True):
+    __tablename__ = "grants"
+    __table_args__ = (sa.Index("ix_grants_user_resource", "user_id", "resource_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: int | None = Field(default=None, foreign_key="access_requests.id", unique=True)
+    user_id: int = Field(foreign_key="users.id")
+    resource_id: int = Field(foreign_key="resources.id", index=True)
+    granted_at: datetime = _timestamp(default=True)
+    expires_at: datetime | None = _timestamp(nullable=True, index=True)
+    revoked_at: datetime | None = _timestamp(nullable=True, index=True)
+    granted_by_workflow: str | None = Field(default=None, max_length=100)
+    revoked_by_workflow: str | None = Field(default=None, max_length=100)
+    revoked_by_id: int | None = Field(default=None, foreign_key="users.id")
+
+
+class Approval(SQLModel, table=True):
+    """One row per decision message, including late or repeated ones (counted=False)."""
+
+    __tablename__ = "approvals"
+
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: int = Field(foreign_key="access_requests.id", index=True)
+    approver_id: int = Field(foreign_key="users.id", index=True)
+    decision: str = Field(max_length=16)
+    comment: str = Field(default="", max_length=1000)
+    counted: bool = True
+    created_at: datetime = _timestamp(default=True)
+
+
+class AuditEvent(SQLModel, table=True):
+    """The append-only log of every state change; its id orders the live feed."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _timestamp(default=True, index=True)
+    actor: str = Field(max_length=320, index=True)
+    actor_id: int | None = Field(default=None, foreign_key="users.id")
+    action: str = Field(max_length=64, index=True)
+    subject: str = Field(max_length=200, index=True)
+    details: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+
+
+class ErrorRecord(SQLModel, table=True):
+    __tablename__ = "error_records"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _timestamp(default=True, index=True)
+    source: str = Field(max_length=100, index=True)
+    workflow_id: str | None = Field(default=None, max_length=100, index=True)
+    request_id: int | None = Field(default=None, foreign_key="access_requests.id", index=True)
+    message: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+
+
+class Notification(SQLModel, table=True):
+    """Every message sent on any channel; the dedup key makes delivery idempotent."""
+
+    __tablename__ = "notifications"
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=16, index=True)
+    recipient: str = Field(max_length=320, index=True)
+    subject: str = Field(max_length=300)
+    body: str = Field(max_length=10000)
+    status: str = Field(default=NotificationStatus.queued, max_length=16, index=True)
+    dedup_key: str = Field(max_length=300, unique=True)
+    request_id: int | None = Field(default=None, foreign_key="access_requests.id", index=True)
+    attempts: int = 0
+    last_error: str | None = Field(default=None, max_length=2000)
+    created_at: datetime = _timestamp(default=True, index=True)
+    sent_at: datetime | None = _timestamp(nullable=True)
+
+
+class UserSession(SQLModel, table=True):
+    """A signed-in browser. The cookie holds a random token; only its hash is stored, so
+    a database leak does not leak sessions, and deleting the row signs the browser out."""
+
+    __tablename__ = "user_sessions"
+
+    token_hash: str = Field(max_length=64, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", index=True)
+    created_at: datetime = _timestamp(default=True)
+    last_seen_at: datetime = _timestamp(default=True, index=True)
+    ip: str = Field(default="", max_length=64)
+    user_agent: str = Field(default="", max_length=300)
+
+
+class ApiToken(SQLModel, table=True):
+    """A per-user bearer token for curl and scripts; shown once, stored hashed."""
+
+    __tablename__ = "api_tokens"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", index=True)
+    name: str = Field(max_length=100)
+    token_hash: str = Field(max_length=64, unique=True)
+    prefix: str = Field(max_length=16)
+    created_at: datetime = _timestamp(default=True)
+    created_by_id: int | None = Field(default=None, foreign_key="users.id")
+    last_used_at: datetime | None = _timestamp(nullable=True)
+    revoked_at: datetime | None = _timestamp(nullable=True)
+
+
+class LoginAttempt(SQLModel, table=True):
+    """Sign-in attempts, counted per account and per address to throttle guessing."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (
+        sa.Index("ix_login_attempts_email_at", "email", "at"),
+        sa.Index("ix_login_attempts_ip_at", "ip", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _timestamp(default=True)
+    email: str = Field(max_length=320)
+    ip: str = Field(max_length=64)
+    succeeded: bool = False
+
+
+class ExecutorHeartbeat(SQLModel, table=True):
+    """One row per app process sharing the database, rewritten every few seconds by the process
+    itself (webapp/services/executors.py): DBOS keeps no table of its executors, and the ops console
+    must tell a live one from one that is gone."""
+
+    __tablename__ = "executor_heartbeat"
+
+    executor_id: str = Field(max_length=200, primary_key=True)
+    app_version: str = Field(max_length=100)
+    hostname: str = Field(max_length=255)
+    pid: int
+    started_at: datetime = _timestamp()
+    last_seen: datetime = _timestamp()
+
+
+# Bulk import -------------------------------------------------------------------------------
+
+
+class ImportStatus(StrEnum):
+    running = "running"
+    cancelling = "cancelling"
+    cancelled = "cancelled"
+    finished = "finished"
+    failed = "failed"  # finished, but some chunks failed (they can be retried)
+
+
+class ChunkStatus(StrEnum):
+    pending = "pending"  # not started in any run yet
+    queued = "queued"
+    running = "running"
+    done = "done"
+    failed = "failed"
+    cancelled = "cancelled"  # the job was cancelled before this chunk ran
+
+
+class ImportJob(SQLModel, table=True):
+    """One bulk import: where from, how much, how it went. Each start, resume or retry is a
+    run: a parent workflow `import-<id>-run-<run>` that enqueues the chunks still to do."""
+
+    __tablename__ = "import_jobs"
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(max_length=500)
+    source_kind: str = Field(max_length=8)  # "url" or "file"
+    count: int
+    seed: str = Field(max_length=100)
+    nat: str = Field(default="", max_length=100)
+    chunk_size: int
+    page_size: int
+    create_users: bool = False
+    status: str = Field(default=ImportStatus.running, max_length=16, index=True)
+    run: int = 1
+    workflow_id: str = Field(max_length=100, index=True)
+    imported: int = 0
+    invalid: int = 0
+    chunks_total: int = 0
+    chunks_done: int = 0
+    chunks_failed: int = 0
+    created_by: str = Field(default="", max_length=320)
+    error: str | None = Field(default=None, max_length=2000)
+    created_at: datetime = _timestamp(default=True, index=True)
+    started_at: datetime = _timestamp(default=True)
+    updated_at: datetime = _timestamp(default=True)
+    finished_at: datetime | None = _timestamp(nullable=True)
+
+
+class ImportChunk(SQLModel, table=True):
+    """A slice of one fetched page, written by one child workflow in one transaction."""
+
+    __tablename__ = "import_chunks"
+    __table_args__ = (sa.UniqueConstraint("job_id", "number", name="uq_import_chunks_job_number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="import_jobs.id", index=True)
+    number: int
+    page: int
+    page_offset: int
+    size: int
+    status: str = Field(default=ChunkStatus.pending, max_length=16)
+    imported: int = 0
+    invalid: int = 0
+    attempts: int = 0
+    workflow_id: str | None = Field(default=None, max_length=100)
+    error: str | None = Field(default=None, max_length=2000)
+    started_at: datetime | None = _timestamp(nullable=True)
+    finished_at: datetime | None = _timestamp(nullable=True)
+
+
+class ImportedPerson(SQLModel, table=True):
+    """Every field of a randomuser.me person, flattened; one row per login uuid."""
+
+    __tablename__ = "imported_people"
+
+    id: int | None = Field(default=None, primary_key=True)
+    login_uuid: str = Field(max_length=36, unique=True)
+    gender: str = Field(max_length=16)
+    name_title: str = Field(max_length=50)
+    name_first: str = Field(max_length=100)
+    name_last: str = Field(max_length=100)
+    street_number: int | None = None
+    street_name: str = Field(max_length=200)
+    city: str = Field(max_length=100)
+    state: str = Field(max_length=100)
+    country: str = Field(max_length=100)
+    postcode: str = Field(max_length=32)  # numbers and strings both occur; kept as text
+    latitude: float
+    longitude: float
+    timezone_offset: str = Field(max_length=8)
+    timezone_description: str = Field(max_length=200)
+    email: str = Field(max_length=320, index=True)
+    login_username: str = Field(max_length=100)
+    login_password: str = Field(max_length=100)
+    login_salt: str = Field(max_length=64)
+    login_md5: str = Field(max_length=32)
+    login_sha1: str = Field(max_length=40)
+    login_sha256: str = Field(max_length=64)
+    dob_date: datetime = _timestamp()
+    dob_age: int
+    registered_date: datetime = _timestamp()
+    registered_age: int
+    phone: str = Field(max_length=50)
+    cell: str = Field(max_length=50)
+    id_name: str = Field(max_length=50)
+    id_value: str | None = Field(default=None, max_length=100)
+    picture_large: str = Field(max_length=500)
+    picture_medium: str = Field(max_length=500)
+    picture_thumbnail: str = Field(max_length=500)
+    nat: str = Field(max_length=4, index=True)
+    user_id: int | None = Field(default=None, foreign_key="users.id", index=True)
+    import_job_id: int | None = Field(default=None, foreign_key="import_jobs.id", index=True)
+    imported_at: datetime = _timestamp(default=True)
+    updated_at: datetime = _timestamp(default=True)

@@ -1,0 +1,184 @@
+"""Identity: signing in, server-side sessions, API tokens and the roles they carry.
+
+Sessions and tokens are random secrets; the database stores only their SHA-256, so a
+copy of the database cannot be replayed as a login. Every request re-reads the user,
+so deactivating someone ends their sessions and tokens at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from webapp.services.accounts import normalise_email
+from webapp.services.audit import record_event
+from webapp.config import Settings
+from webapp.core.models import ApiToken, LoginAttempt, Role, User, UserSession
+from webapp.core.passwords import hash_password, needs_rehash, verify_password
+
+ROLE_RANK = {Role.member: 0, Role.approver: 1, Role.admin: 2}
+TOUCH_EVERY = timedelta(minutes=1)  # refresh last_seen_at at most this often
+TOKEN_PREFIX = "gh_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is making a request, as the authorization layer needs to know it."""
+
+    id: int
+    email: str
+    name: str
+    role: str
+    via_token: bool = False
+
+    def has_role(self, role: str) -> bool:
+        return ROLE_RANK[Role(self.role)] >= ROLE_RANK[Role(role)]
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.admin
+
+
+class SignInError(Exception):
+    """Sign-in refused. The message is the same for unknown users and wrong passwords."""
+
+
+class SignInThrottled(SignInError):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("Too many sign-in attempts. Wait a few minutes and try again.")
+        self.retry_after = retry_after
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _principal(user: User, *, via_token: bool = False) -> Principal:
+    assert user.id is not None
+    return Principal(user.id, user.email, user.name, user.role, via_token)
+
+
+# Sign-in ---------------------------------------------------------------------------------
+
+def _recent_failures(session: Session, column: sa.ColumnElement[str], value: str, since: datetime) -> int:
+    return session.scalar(
+        sa.select(sa.func.count())
+        .select_from(LoginAttempt)
+        .where(column == value, LoginAttempt.at >= since, LoginAttempt.succeeded.is_(False))  # type: ignore[attr-defined]
+    ) or 0
+
+
+def check_throttle(session: Session, settings: Settings, *, email: str, ip: str, now: datetime) -> None:
+    """Refuse before checking the password when this account or address failed too often."""
+    since = now - timedelta(seconds=settings.login_attempt_window_seconds)
+    by_account = _recent_failures(session, LoginAttempt.email, email, since)  # type: ignore[arg-type]
+    by_ip = _recent_failures(session, LoginAttempt.ip, ip, since)  # type: ignore[arg-type]
+    if by_account >= settings.login_attempts_per_account or by_ip >= settings.login_attempts_per_ip:
+        raise SignInThrottled(settings.login_attempt_window_seconds)
+
+
+def sign_in(
+    session: Session, settings: Settings, *, email: str, password: str, ip: str, user_agent: str, now: datetime
+) -> tuple[Principal, str]:
+    """Check the credentials and open a session; returns the principal and the cookie token.
+
+    Failures are recorded (for throttling) and audited, and answer the same way whether
+    the account exists or not.
+    """
+    email = normalise_email(email)[:320]
+    check_throttle(session, settings, email=email, ip=ip, now=now)
+    user = session.scalar(sa.select(User).where(User.email == email))
+    valid = verify_password(user.password_hash if user else None, password)
+    if user is None or not valid or not user.active:
+        session.add(LoginAttempt(at=now, email=email, ip=ip, succeeded=False))
+        record_event(
+            session, actor=email, action="auth.sign_in_failed", subject=f"user:{user.id}" if user else "user:unknown",
+            details={"ip": ip, "reason": "inactive" if user is not None and valid else "bad_credentials"},
+        )
+        raise SignInError("That email and password do not match an active account.")
+    if user.password_hash and needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    session.add(LoginAttempt(at=now, email=email, ip=ip, succeeded=True))
+    token = open_session(session, user, ip=ip, user_agent=user_agent, now=now)
+    record_event(session, actor=user.email, actor_id=user.id, action="auth.signed_in",
+                 subject=f"user:{user.id}", details={"ip": ip})
+    return _principal(user), token
+
+
+def open_session(session: Session, user: User, *, ip: str, user_agent: str, now: datetime) -> str:
+    """A fresh session id on every sign-in: nothing an attacker planted before survives it."""
+    token = secrets.token_urlsafe(32)
+    session.add(UserSession(
+        token_hash=_digest(token), user_id=user.id, created_at=now, last_seen_at=now,  # type: ignore[arg-type]
+        ip=ip[:64], user_agent=user_agent[:300],
+    ))
+    return token
+
+
+def sign_out(session: Session, token: str, principal: Principal | None) -> None:
+    session.execute(sa.delete(UserSession).where(UserSession.token_hash == _digest(token)))
+    if principal is not None:
+        record_event(session, actor=principal.email, actor_id=principal.id, action="auth.signed_out",
+                     subject=f"user:{principal.id}")
+
+
+def end_all_sessions(session: Session, user_id: int) -> None:
+    session.execute(sa.delete(UserSession).where(UserSession.user_id == user_id))
+
+
+def principal_for_session(session: Session, settings: Settings, token: str, *, now: datetime) -> Principal | None:
+    """The user behind a session cookie, or None when it is unknown, idle too long, too
+    old, or its user was deactivated (the session is then deleted)."""
+    row = session.execute(
+        sa.select(UserSession, User).join(User, User.id == UserSession.user_id)
+        .where(UserSession.token_hash == _digest(token))
+    ).first()
+    if row is None:
+        return None
+    user_session, user = row
+    idle = now - user_session.last_seen_at > timedelta(minutes=settings.session_idle_minutes)
+    aged = now - user_session.created_at > timedelta(hours=settings.session_absolute_hours)
+    if idle or aged or not user.active:
+        session.delete(user_session)
+        return None
+    if now - user_session.last_seen_at > TOUCH_EVERY:
+        user_session.last_seen_at = now
+    return _principal(user)
+
+
+# API tokens ------------------------------------------------------------------------------
+
+def issue_token(session: Session, *, user: User, name: str, issued_by: Principal, now: datetime) -> tuple[ApiToken, str]:
+    """A new bearer token; the secret is returned once and never stored."""
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken(user_id=user.id, name=name, token_hash=_digest(secret), prefix=secret[:10],  # type: ignore[arg-type]
+                     created_at=now, created_by_id=issued_by.id)
+    session.add(token)
+    session.flush()
+    record_event(session, actor=issued_by.email, actor_id=issued_by.id, action="token.issued",
+                 subject=f"user:{user.id}", details={"token": token.id, "name": name, "prefix": token.prefix})
+    return token, secret
+
+
+def revoke_token(session: Session, token: ApiToken, *, revoked_by: Principal, now: datetime) -> None:
+    token.revoked_at = now
+    record_event(session, actor=revoked_by.email, actor_id=revoked_by.id, action="token.revoked",
+                 subject=f"user:{token.user_id}", details={"token": token.id, "prefix": token.prefix})
+
+
+def principal_for_token(session: Session, secret: str, *, now: datetime) -> Principal | None:
+    row = session.execute(
+        sa.select(ApiToken, User).join(User, User.id == ApiToken.user_id)
+        .where(ApiToken.token_hash == _digest(secret), ApiToken.revoked_at.is_(None))  # type: ignore[union-attr]
+    ).first()
+    if row is None or not row[1].active:
+        return None
+    token, user = row
+    if token.last_used_at is None or now - token.last_used_at > TOUCH_EVERY:
+        token.last_used_at = now
+    return _principal(user, via_token=True)
