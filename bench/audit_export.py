@@ -62,9 +62,10 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS_FILE = ROOT / "bench" / "results" / "audit_export.json"
 sys.path.insert(0, str(ROOT))
 
+from served_app import ServedApp, cpu_seconds, status_kb  # noqa: E402
+
 from webapp.core.db import Database, psycopg_url  # noqa: E402
 from webapp.core.models import AuditEvent  # noqa: E402
-from served_app import ServedApp, cpu_seconds, status_kb  # noqa: E402
 
 PG_SERVER = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432").rstrip("/")
 SECRET = "bench-secret-key-that-is-long-enough-0123456789"
@@ -100,10 +101,10 @@ def audit_row(k: int) -> dict[str, Any]:
 
 def prepare(url: str) -> str:
     """Migrate, and create an admin with an API token (which writes a few audit rows)."""
-    from webapp.services.accounts import create_user
-    from webapp.services.identity import Principal, issue_token
     from webapp.core.migrate import upgrade
     from webapp.core.models import utcnow
+    from webapp.services.accounts import create_user
+    from webapp.services.identity import Principal, issue_token
 
     upgrade(url)
     database = Database(url)

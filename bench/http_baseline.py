@@ -176,11 +176,11 @@ def prepare_database(url: str) -> tuple[int, str]:
     API token of a demo member, so page requests are signed in as a browser's would be."""
     import sqlalchemy as sa
 
-    from webapp.services.identity import Principal, issue_token
     from webapp.core.db import Database
     from webapp.core.migrate import upgrade
     from webapp.core.models import User, utcnow
     from webapp.services.demo import database_has_users, seed_demo
+    from webapp.services.identity import Principal, issue_token
 
     upgrade(url)
     database = Database(url)

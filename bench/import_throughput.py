@@ -2,7 +2,7 @@
 
 One run, on a scratch PostgreSQL database (random name, dropped at the end):
 
-  api       the loopback randomuser-compatible server (tests/randomuser_server.py) in its
+  api       the loopback randomuser-compatible server (tests/support/randomuser_server.py) in its
             own process, serving people from samples/people-5000.json (repeated with new
             uuids past 5,000)
   durable   for each size (default 5,000 and 50,000) and chunk size: the whole import as
@@ -71,7 +71,7 @@ def free_port() -> int:
 
 def start_api() -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "randomuser_server.py"), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "support" / "randomuser_server.py"), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert proc.stdout is not None
     proc.stdout.readline()  # "serving ..." once it listens
@@ -79,7 +79,7 @@ def start_api() -> tuple[subprocess.Popen[bytes], str]:
 
 
 def durable_import(settings: Settings, database: Database, api: str, count: int, chunk_size: int) -> dict[str, Any]:
-    from webapp.services.people_import import cli
+    from webapp.cli import imports as cli
 
     seed = f"bench-{uuid.uuid4().hex[:8]}"  # a cold page cache and new people each run
     cpu = time.process_time()
@@ -178,14 +178,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.concurrency:
                 overrides["import_concurrency"] = args.concurrency
             settings = Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
-            from webapp.workflows import runtime
+            from webapp import workflows
+            from webapp.cli import imports as cli
             from webapp.core.logging_setup import configure_logging
-            from webapp.services.people_import import cli
 
             configure_logging("WARNING", "console")
             settings = cli.cli_settings(settings)
             database = Database(url)
-            cli.start_dbos_for_imports(settings, database)
+            cli.start_workflows(settings, database)
             try:
                 durable_import(settings, database, api, min(sizes), chunk_sizes[0])  # warm-up, not counted
                 empty_table(database)
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                             print("         span seconds summed over runs: " + ", ".join(
                                 f"{name} {seconds / args.repeat:.2f}" for name, seconds in sorted(spans.items())))
             finally:
-                runtime.stop_dbos(grace_seconds=1)
+                workflows.stop(grace_seconds=1)
                 database.dispose()
     finally:
         api_proc.terminate()

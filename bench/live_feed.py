@@ -39,13 +39,14 @@ from sqlalchemy.engine import make_url
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from webapp.services.accounts import create_user  # noqa: E402
-from webapp.services.audit import NOTIFY_CHANNEL, record_event  # noqa: E402
-from webapp.services.identity import Principal, issue_token  # noqa: E402
+from served_app import ServedApp, cpu_seconds  # noqa: E402
+
 from webapp.core.db import Database  # noqa: E402
 from webapp.core.migrate import upgrade  # noqa: E402
 from webapp.core.models import AccessRequest, Resource, ResourceApprover, utcnow  # noqa: E402
-from served_app import ServedApp, cpu_seconds  # noqa: E402
+from webapp.services.accounts import create_user  # noqa: E402
+from webapp.services.audit import NOTIFY_CHANNEL, record_event  # noqa: E402
+from webapp.services.identity import Principal, issue_token  # noqa: E402
 
 SERVER = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432")
 

@@ -112,7 +112,9 @@ from http_baseline import (  # noqa: E402  (the bench directory is not a package
     stop_server,
     wait_ready,
 )
-from webapp.core.db import AppDatasource, Database  # noqa: E402
+
+from webapp.core.db import Database  # noqa: E402
+from webapp.workflows.datasource import AppDatasource  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_FILE = BENCH_DIR / "results" / "request_throughput.json"
@@ -483,10 +485,10 @@ class Slot:
 
 
 def prepare_app_database(url: str, concurrency: int) -> list[Slot]:
-    from webapp.services.accounts import create_user
-    from webapp.services.identity import Principal, issue_token
     from webapp.core.migrate import upgrade
     from webapp.core.models import Resource, ResourceApprover, Role, utcnow
+    from webapp.services.accounts import create_user
+    from webapp.services.identity import Principal, issue_token
 
     upgrade(url)
     database = Database(url)
@@ -829,7 +831,7 @@ async def run_app(
 # --- the baselines (run in a subprocess: `--baseline-worker flat|shaped`) ------------------
 #
 # Registered at import in every process that imports this file; only the worker launches
-# DBOS. The datasource wrapper is the app's (webapp.core.db.AppDatasource), bound to an engine
+# DBOS. The datasource wrapper is the app's (webapp.workflows.datasource.AppDatasource), bound to an engine
 # built like the app's (webapp.core.db.create_db_engine), so a transaction costs what it costs
 # in the app minus what the app does inside it.
 

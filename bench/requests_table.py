@@ -63,12 +63,12 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS_FILE = ROOT / "bench" / "results" / "requests_table.json"
 sys.path.insert(0, str(ROOT))
 
-from webapp.services import identity as auth  # noqa: E402
 from webapp.app import create_app  # noqa: E402
 from webapp.config import Settings  # noqa: E402
 from webapp.core.db import Database  # noqa: E402
 from webapp.core.migrate import upgrade  # noqa: E402
 from webapp.core.models import AccessRequest, RequestStatus, Resource, ResourceApprover, User, utcnow  # noqa: E402
+from webapp.services import identity as auth  # noqa: E402
 
 PG_SERVER = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432").rstrip("/")
 SECRET = "bench-secret-key-that-is-long-enough-0123456789"

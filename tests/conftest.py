@@ -24,13 +24,14 @@ from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 from starlette.testclient import TestClient
 
-from webapp.core import models  # noqa: F401 - registers the tables
+from support.web import PASSWORD, TEST_SECRET, sign_in
 from webapp.app import create_app
 from webapp.config import Settings
+from webapp.core import models  # noqa: F401 - registers the tables
 from webapp.core.db import Database
 from webapp.core.migrate import upgrade
 
-pytest_plugins = ["receivers"]  # SMTP and webhook servers on loopback (tests/receivers.py)
+pytest_plugins = ["support.receivers"]  # SMTP and webhook servers on loopback
 
 _exit_status = 0
 
@@ -47,9 +48,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(_exit_status)
-
-
-TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
 
 
 def _server_url(url: str, database: str) -> str:
@@ -221,9 +219,6 @@ def database(settings: Settings) -> Iterator[Database]:
         db.dispose()
 
 
-PASSWORD = "correct horse battery staple"
-
-
 @pytest.fixture
 def people(database: Database) -> dict[str, "models.User"]:
     """One person per role (plus a second approver), all with PASSWORD."""
@@ -260,23 +255,3 @@ def clients(fast_settings, people) -> Iterator[dict[str, TestClient]]:  # type: 
         for role, browser in browsers.items():
             sign_in(browser, people[role].email)
         yield browsers
-
-
-def csrf_token(client: TestClient) -> str:
-    """The CSRF token the browser holds (fetching a page first if it has none yet)."""
-    if "gh_csrf" not in client.cookies:
-        client.get("/login")
-    return client.cookies["gh_csrf"]
-
-
-def sign_in(client: TestClient, email: str, password: str = PASSWORD) -> None:
-    response = client.post("/login", data={"email": email, "password": password, "csrf_token": csrf_token(client)},
-                           follow_redirects=False)
-    assert response.status_code == 303, response.text
-    assert "gh_session" in client.cookies
-
-
-def post_form(client: TestClient, url: str, data: dict[str, object] | None = None, **kwargs: object):  # type: ignore[no-untyped-def]
-    """A plain HTML form post, as a browser without JavaScript sends it."""
-    return client.post(url, data={**(data or {}), "csrf_token": csrf_token(client)},
-                       follow_redirects=False, **kwargs)  # type: ignore[arg-type]

@@ -5,17 +5,15 @@ revoked on time, early revoke, duplicates, double submits, failures and rate lim
 from __future__ import annotations
 
 import re
-import time
 import uuid
-from collections.abc import Callable
-from typing import Any
 
 import sqlalchemy as sa
 from dbos import DBOS, SetWorkflowID
 from starlette.testclient import TestClient
 
-from conftest import csrf_token, post_form, sign_in
-from webapp.services.access import reminder_policy
+from support.access import REASON, make_resource, status_of, submit
+from support.waiting import wait_for
+from support.web import csrf_token, post_form, sign_in
 from webapp.app import create_app
 from webapp.core.db import Database
 from webapp.core.models import (
@@ -25,46 +23,9 @@ from webapp.core.models import (
     ErrorRecord,
     Grant,
     Notification,
-    Resource,
-    ResourceApprover,
 )
+from webapp.services.access import reminder_policy
 from webapp.workflows.access import DECISION_TOPIC, access_request_workflow
-
-REASON = "Investigating the billing incident from last night."
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def make_resource(database: Database, people, name: str = "orders-db", *, required: int = 1,  # type: ignore[no-untyped-def]
-                  approvers: tuple[str, ...] = ("approver", "approver2"), **fields: Any) -> int:
-    with database.session() as session:
-        resource = Resource(name=name, kind="database", approvals_required=required, **fields)
-        session.add(resource)
-        session.flush()
-        for role in approvers:
-            session.add(ResourceApprover(resource_id=resource.id, user_id=people[role].id))
-        return resource.id  # type: ignore[return-value]
-
-
-def submit(client: TestClient, resource_id: int, duration: str = "8h", *, key: str | None = None,
-           reason: str = REASON) -> int:
-    response = post_form(client, "/requests", {"resource_id": resource_id, "duration": duration, "reason": reason,
-                                               "form_key": key or uuid.uuid4().hex})
-    assert response.status_code == 303, response.text
-    return int(response.headers["location"].rsplit("/", 1)[1])
-
-
-def status_of(database: Database, request_id: int) -> str:
-    with database.session() as session:
-        return session.get(AccessRequest, request_id).status  # type: ignore[union-attr]
 
 
 def actions(database: Database, request_id: int) -> list[str]:

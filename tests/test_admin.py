@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from starlette.testclient import TestClient
 
-from conftest import post_form, sign_in
+from support.web import post_form, sign_in
 from webapp.core.db import Database
 from webapp.core.models import ApiToken, AuditEvent, Resource, ResourceApprover, User
 

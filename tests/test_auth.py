@@ -7,10 +7,10 @@ from datetime import timedelta
 import sqlalchemy as sa
 from starlette.testclient import TestClient
 
-from conftest import PASSWORD, csrf_token, post_form, sign_in
-from webapp.services import identity as auth
+from support.web import PASSWORD, csrf_token, post_form, sign_in
 from webapp.core.db import Database
 from webapp.core.models import AuditEvent, LoginAttempt, User, UserSession, utcnow
+from webapp.services import identity as auth
 
 
 def audit_actions(database: Database) -> list[str]:

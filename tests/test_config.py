@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -63,16 +60,3 @@ def test_production_accepts_safe_values() -> None:
     settings = make(env="production", secret_key=STRONG, executor_id="app-1", database_url="postgresql://db/g")
     settings.check()
     assert settings.resolved_log_format == "json"
-
-
-def test_production_start_without_secret_exits_with_one_clear_line(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DATABASE_URL")}
-    env["ENV"] = "production"
-    result = subprocess.run(
-        [sys.executable, "-m", "webapp", "serve"], cwd=tmp_path, env=env,
-        capture_output=True, text=True, timeout=60,
-    )
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert lines == ["gatehouse: configuration error: SECRET_KEY is not set; "
-                     "production needs a random secret of 32+ characters"]

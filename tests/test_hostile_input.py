@@ -8,16 +8,16 @@ import re
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlmodel import SQLModel
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from conftest import csrf_token, sign_in
-from test_route_matrix import concrete
-from webapp.services import identity as auth
+from support.web import concrete, csrf_token, sign_in
 from webapp.core.db import Database
 from webapp.core.models import AccessRequest, Grant, ImportJob, Resource, ResourceApprover, utcnow
+from webapp.services import identity as auth
 
 MARKER = "<x-gh-probe>"
 # Every state-changing route and the fields its form reads. None: nothing to fuzz (it takes no input).

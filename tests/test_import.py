@@ -16,9 +16,9 @@ import sqlalchemy as sa
 from dbos import DBOS
 from starlette.testclient import TestClient
 
-from conftest import post_form, sign_in
-from randomuser_server import RandomUserServer
-from sse_client import read_stream
+from support.randomuser_server import RandomUserServer
+from support.sse_client import read_stream
+from support.web import post_form, sign_in
 from webapp.config import Settings
 from webapp.core.db import Database
 from webapp.core.models import (

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from randomuser_server import RandomUserServer
+from support.randomuser_server import RandomUserServer
 from webapp.services.people_import.plan import chunk_count, page_size_for, plan_chunks
 from webapp.services.people_import.records import InvalidRecord, person_row
 from webapp.services.people_import.source import (

@@ -10,12 +10,12 @@ import pytest
 import sqlalchemy as sa
 from starlette.testclient import TestClient
 
-from conftest import sign_in
-from sse_client import Event, read_stream
-from webapp.services.audit import record_event
+from support.sse_client import Event, read_stream
+from support.web import sign_in
 from webapp.core.db import Database
-from webapp.live.feed import AuditFeed
 from webapp.core.models import AccessRequest, Resource, ResourceApprover
+from webapp.live.feed import AuditFeed
+from webapp.services.audit import record_event
 
 
 def read_events(client: TestClient, count: int, headers: dict[str, str] | None = None,
@@ -131,8 +131,8 @@ def test_a_stream_that_subscribes_while_the_idle_tailer_looks_misses_nothing(
 
 
 def test_a_slow_subscriber_is_dropped_not_buffered(database: Database, settings) -> None:  # type: ignore[no-untyped-def]
-    from webapp.live.feed import FeedEvent
     from webapp.core.models import utcnow
+    from webapp.live.feed import FeedEvent
 
     feed = AuditFeed(database, queue_size=2)
     slow = feed.subscribe()

@@ -11,10 +11,10 @@ from typing import Any
 import sqlalchemy as sa
 from starlette.testclient import TestClient
 
-from conftest import sign_in
+from support.web import sign_in
 from webapp.core.db import Database
-from webapp.services.logs import EXPORT_BATCH, PAGE_SIZE
 from webapp.core.models import AuditEvent, ErrorRecord, utcnow
+from webapp.services.logs import EXPORT_BATCH, PAGE_SIZE
 
 JSON = {"Accept": "application/json"}
 

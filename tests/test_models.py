@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from webapp.services.audit import record_event
 from webapp.core.db import Database
 from webapp.core.models import AuditEvent, User
+from webapp.services.audit import record_event
 
 
 def test_times_come_back_in_utc_whatever_zone_went_in(database: Database, settings) -> None:  # type: ignore[no-untyped-def]

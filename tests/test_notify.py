@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from dbos import DBOS, SetWorkflowID
 from starlette.testclient import TestClient
 
-from receivers import HttpReceiver, SmtpReceiver
+from support.receivers import HttpReceiver, SmtpReceiver
 from webapp.app import create_app
 from webapp.config import Settings
 from webapp.core.db import Database

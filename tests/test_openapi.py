@@ -30,10 +30,11 @@ from schemathesis.specs.openapi.checks import (
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from test_access_lifecycle import make_resource, wait_for
-from webapp.services import identity as auth
+from support.access import make_resource
+from support.waiting import wait_for
 from webapp.core.db import Database
 from webapp.core.models import ErrorRecord, utcnow
+from webapp.services import identity as auth
 from webapp.web.api.spec import OPERATIONS
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,

@@ -3,22 +3,17 @@ rate-limited requests queue, and a graceful stop of a real server process."""
 
 from __future__ import annotations
 
-import signal
-from pathlib import Path
 from typing import Any
 
-import httpx
 import sqlalchemy as sa
 from starlette.testclient import TestClient
 
-from app_process import AppProcess, app_env, wait_until
-from conftest import post_form, sign_in
-from test_access_lifecycle import make_resource, wait_for
-from webapp.services.accounts import create_user
-from webapp.services.identity import Principal, issue_token
-from webapp.config import Settings
+from support.access import make_resource
+from support.waiting import wait_for
+from support.web import post_form, sign_in
 from webapp.core.db import Database
-from webapp.core.models import AccessRequest, AuditEvent, User, utcnow
+from webapp.core.models import AccessRequest, AuditEvent, User
+from webapp.services.accounts import create_user
 
 JSON = {"Accept": "application/json"}
 
@@ -104,35 +99,3 @@ def test_refused_input_starts_nothing(client: TestClient, database: Database, pe
     assert requests_of(database) == [] and audit_actions(database, "ops.batch_started") == []
     not_served = post_form(client, "/ops/shutdown", {"reason": "restart please"})
     assert not_served.status_code == 409 and "not started by" in not_served.text
-
-
-def test_shutdown_stops_a_real_server_gracefully(settings: Settings, database: Database, people: dict[str, Any],
-                                                 tmp_path: Path) -> None:
-    with database.session() as session:
-        admin = session.get(User, people["admin"].id)
-        issuer = Principal(admin.id, admin.email, admin.name, "admin")  # type: ignore[arg-type,union-attr]
-        _, token = issue_token(session, user=admin, name="ops", issued_by=issuer, now=utcnow())  # type: ignore[arg-type]
-    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
-    with (tmp_path / "app.log").open("w") as log:
-        server = AppProcess(app_env(settings, EXECUTOR_ID="stopper"), log, cwd=tmp_path)
-        server.start()
-        try:
-            assert server.http.post("/ops/shutdown", headers=headers, data={"reason": ""}).status_code == 422
-            answer = server.http.post("/ops/shutdown", headers=headers, data={"reason": "new config"})
-            assert answer.status_code == 202 and answer.json()["executor_id"] == "stopper"
-            assert server.proc is not None
-            wait_until(lambda: server.proc.poll() is not None, "the server to exit", timeout=30)  # type: ignore[union-attr]
-            # uvicorn re-raises the SIGTERM it handled once it has shut down, as after a process manager's stop
-            assert server.proc.returncode in (0, -signal.SIGTERM)
-            try:
-                httpx.get(f"{server.base_url}/healthz", timeout=2)
-                raise AssertionError("the port still answers")
-            except httpx.TransportError:
-                pass
-            server.start()  # what the process manager does
-            assert server.http.get("/readyz").status_code == 200
-        finally:
-            server.stop()
-    assert audit_actions(database, "ops.shutdown") == [{"reason": "new config"}]
-    logged = (tmp_path / "app.log").read_text()
-    assert "shutdown requested" in logged and "Traceback" not in logged

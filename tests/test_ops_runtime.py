@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from dbos import DBOS, SetWorkflowID
 from starlette.testclient import TestClient
 
-from conftest import post_form, sign_in
-from test_access_lifecycle import make_resource, submit
+from support.access import make_resource, submit
+from support.web import post_form, sign_in
 from webapp.config import Settings
 from webapp.core.db import Database
 from webapp.core.models import AuditEvent, ExecutorHeartbeat, utcnow

@@ -8,8 +8,9 @@ from urllib.parse import quote
 import sqlalchemy as sa
 from starlette.testclient import TestClient
 
-from conftest import post_form
-from test_access_lifecycle import make_resource, status_of, submit, wait_for
+from support.access import make_resource, status_of, submit
+from support.waiting import wait_for
+from support.web import post_form
 from webapp.core.db import Database
 from webapp.core.models import AccessRequest, AuditEvent, Grant, Notification
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from starlette.testclient import TestClient
 
-from conftest import sign_in
-from test_access_lifecycle import make_resource, submit
+from support.access import make_resource, submit
+from support.web import sign_in
 from webapp.core.db import Database
 
 JSON = {"Accept": "application/json"}

@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from test_route_matrix import as_role
-from webapp.services import request_table
+from support.web import as_role
 from webapp.core.db import Database
 from webapp.core.models import (
     AccessRequest,
@@ -24,6 +23,7 @@ from webapp.core.models import (
     User,
     utcnow,
 )
+from webapp.services import request_table
 
 JSON = {"Accept": "application/json"}
 HOUR = 3600
@@ -281,7 +281,7 @@ def test_action_forms_are_real_forms_for_the_decision_routes(client: TestClient,
     assert f'<input id="reject-reason-{request_id}" name="comment" required minlength="3"' in row
     assert 'class="badge badge-requested">requested</span>' in row  # status as text, not only colour
     # The fields are the ones the decision routes read.
-    from webapp.web.requests.pages import DecisionForm, RejectForm
+    from webapp.web.requests.forms import DecisionForm, RejectForm
     assert set(RejectForm.model_fields) == {"comment"} and set(DecisionForm.model_fields) == {"comment"}
 
 
@@ -318,8 +318,14 @@ def test_json_shape(client: TestClient, database: Database, people, table) -> No
     body = client.get("/requests?sort=duration&order=desc", headers=JSON).json()
     assert set(body) == {"rows", "paging"}
     first = body["rows"][0]
-    assert set(first) == {"id", "url", "requester", "requester_email", "resource", "reason", "status", "duration",
-                          "duration_seconds", "created_at", "updated_at", "actions"}
+    assert set(first) == {"id", "url", "requester_id", "requester", "requester_email", "resource_id", "resource",
+                          "reason", "status", "duration", "duration_seconds", "created_at", "updated_at",
+                          "pending_until", "actions"}
+    assert set(first["actions"]) == {"approve", "reject", "cancel"}
+    # One shape for a request in every list: My requests answers the same rows.
+    mine = client.get("/my/requests", headers=JSON).json()
+    assert mine and all(set(row) == set(first) for row in mine)
+    assert {row["id"]: row for row in mine}[first["id"]] == first
     assert first["duration"] == "permanent" and first["duration_seconds"] is None
     assert first["url"] == f"/requests/{first['id']}" and first["requester_email"] == "member@example.com"
     assert body["paging"] == {"page": 1, "page_size": request_table.PAGE_SIZE, "sort": "duration", "order": "desc",

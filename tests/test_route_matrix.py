@@ -6,16 +6,15 @@ so no route can ship without a decision about who may call it.
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
-from webapp.services import identity as auth
+from support.web import as_role, concrete
 from webapp.core.db import Database
 from webapp.core.models import AccessRequest, Grant, ImportJob, Resource, ResourceApprover, utcnow
-from webapp.web.security import CSRF_COOKIE, SESSION_COOKIE, Access
+from webapp.services import identity as auth
+from webapp.web.security import CSRF_COOKIE, Access
 
 # (method, path template) -> who may call it
 ROUTES: dict[tuple[str, str], Access] = {
@@ -132,21 +131,6 @@ def sample_ids(people, database: Database) -> dict[str, int]:  # type: ignore[no
         return {"user_id": people["member"].id, "token_id": token.id, "resource_id": resource.id,  # type: ignore[dict-item]
                 "request_id": request.id, "grant_id": grant.id, "job_id": job.id,
                 "workflow_id": "matrix-request", "schedule": "sweep", "batch_id": "batch-000000000000", "count": 1}  # type: ignore[dict-item]
-
-
-def concrete(path: str, ids: dict[str, int]) -> str:
-    return re.sub(r"\{(\w+)(:\w+)?\}", lambda m: str(ids[m.group(1)]), path)
-
-
-def as_role(client: TestClient, database: Database, people, role: str | None) -> None:  # type: ignore[no-untyped-def]
-    """A fresh session for `role` (None: signed out), opened directly to skip password hashing."""
-    client.cookies.clear()
-    client.get("/login")  # the CSRF cookie
-    if role is None:
-        return
-    with database.session() as session:
-        token = auth.open_session(session, people[role], ip="testclient", user_agent="matrix", now=utcnow())
-    client.cookies.set(SESSION_COOKIE, token)
 
 
 @pytest.mark.parametrize("role", [None, "member", "approver", "admin"])

@@ -13,13 +13,14 @@ import pytest
 import sqlalchemy as sa
 from starlette.testclient import TestClient
 
-from conftest import post_form, sign_in
-from test_access_lifecycle import make_resource, submit, wait_for
-from webapp.services.access_history import holders_at
+from support.access import make_resource, submit
+from support.waiting import wait_for
+from support.web import post_form, sign_in
 from webapp.app import create_app
-from webapp.services.audit import record_event
 from webapp.core.db import Database
 from webapp.core.models import AccessRequest, Approval, Grant, Resource, User, utcnow
+from webapp.services.access_history import holders_at
+from webapp.services.audit import record_event
 from webapp.services.demo import PEOPLE, TEAM_ACCESS, email_for, seed_demo
 from webapp.services.suggestions import suggestions_for
 

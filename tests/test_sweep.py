@@ -11,8 +11,9 @@ import sqlalchemy as sa
 from dbos import DBOS
 from starlette.testclient import TestClient
 
-from conftest import sign_in
-from test_access_lifecycle import REASON, make_resource, status_of, submit, wait_for
+from support.access import REASON, make_resource, status_of, submit
+from support.waiting import wait_for
+from support.web import sign_in
 from webapp.app import create_app
 from webapp.core.db import Database
 from webapp.core.models import AccessRequest, AuditEvent, Grant, utcnow

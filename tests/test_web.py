@@ -7,7 +7,7 @@ import re
 
 from starlette.testclient import TestClient
 
-from conftest import sign_in
+from support.web import sign_in
 from webapp.core.db import Database
 from webapp.services.demo import DEMO_PASSWORD, seed_demo
 

@@ -1,8 +1,9 @@
 """The app factory: `create_app(settings)` builds one Starlette app.
 
-Its lifespan configures logging, opens the database, launches DBOS (stable executor id,
-pinned application version), registers queues and schedules, and on shutdown lets
-running work finish before tearing DBOS down.
+Its lifespan configures logging, opens the database, starts this process's workflows
+(DBOS with a stable executor id and a pinned application version, its queues and
+schedules), the live feed and the heartbeat, and on shutdown lets running work finish
+before tearing DBOS down.
 """
 
 from __future__ import annotations
@@ -13,37 +14,24 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from webapp.workflows import runtime
+from webapp import workflows
 from webapp.config import Settings
+from webapp.core.background import in_thread
 from webapp.core.db import Database, psycopg_url
 from webapp.core.logging_setup import configure_logging
-from webapp.web.middleware import (
-    BodySizeLimitMiddleware,
-    RequestContextMiddleware,
-    SecurityHeadersMiddleware,
-)
-from webapp.live.feed import AuditFeed
 from webapp.live.counters import CounterCache
-from webapp.services.executors import Heartbeat
-from webapp.web import events, health, home
-from webapp.web import sign_in as auth_pages
-from webapp.web.admin import imports, logs
-from webapp.web.admin import pages as admin
-from webapp.web.api import docs as api_docs
-from webapp.web.ops import batches as ops_batches
-from webapp.web.ops import runtime as ops_runtime
-from webapp.web.ops import workflow as ops_workflow
-from webapp.web.ops import workflows as ops
-from webapp.web.requests import pages as requests
+from webapp.live.feed import AuditFeed
+from webapp.web import admin, api, events, health, home, ops, requests, sign_in
 from webapp.web.errors import EXCEPTION_HANDLERS
+from webapp.web.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
 from webapp.web.rendering import create_templates
 from webapp.web.security import CSRFCookieMiddleware
+from webapp.workflows.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -53,18 +41,13 @@ MAX_BODY_BYTES = 1024 * 1024
 def app_routes() -> list[BaseRoute]:
     return [
         *health.routes,
-        *auth_pages.routes,
+        *sign_in.routes,
         *home.routes,
         *requests.routes,
         *events.routes,
         *admin.routes,
-        *imports.routes,
-        *logs.routes,
         *ops.routes,
-        *ops_runtime.routes,
-        *ops_workflow.routes,
-        *ops_batches.routes,
-        *api_docs.routes,
+        *api.routes,
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
 
@@ -78,14 +61,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         configure_logging(settings.log_level, settings.resolved_log_format)
         database = Database(settings.database_url)
         app.state.db = database
-        runtime.start_dbos(settings, database)
+        workflows.start(settings, database)
         feed = AuditFeed(database, poll_interval=settings.live_poll_interval,
                          listen_url=None if settings.uses_sqlite else psycopg_url(settings.database_url))
         app.state.feed = feed
         app.state.counters = CounterCache(database)
         heartbeat = Heartbeat(database, settings)
         try:
-            await runtime.register_queues_and_schedules(settings)
+            await in_thread(workflows.register, settings)
             await feed.start()
             await heartbeat.start()
             log.info(
@@ -97,7 +80,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             log.info("gatehouse shutting down")
             await heartbeat.stop()
             await feed.stop()
-            await run_in_threadpool(lambda: runtime.stop_dbos(grace_seconds=settings.shutdown_grace_seconds))
+            await in_thread(workflows.stop, grace_seconds=settings.shutdown_grace_seconds)
             database.dispose()
 
     app = Starlette(

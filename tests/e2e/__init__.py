@@ -1,2 +1,1 @@
-"""Browser tests (Playwright + Chromium): a package, so that its conftest does not shadow
-tests/conftest.py for the suite's `from conftest import ...`."""
+"""Browser tests: Debian's Chromium driven by Playwright against a real uvicorn."""

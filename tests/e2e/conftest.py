@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, sync_playwright
 
-from e2e.support import AXE_URL_PATH, CHROMIUM, CHROMIUM_ARGS, LiveServer, Watched, serve_axe
+from support.browser import AXE_URL_PATH, CHROMIUM, CHROMIUM_ARGS, LiveServer, Watched, serve_axe
 from webapp.app import create_app
-from webapp.services.catalog import ResourceChanges, save_resource
 from webapp.config import Settings
 from webapp.core.db import Database
 from webapp.core.models import User
+from webapp.services.catalog import ResourceChanges, save_resource
 
 ACTION_TIMEOUT_MS = 10_000
 HERE = Path(__file__).resolve().parent

@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from e2e.support import (
+from support.browser import (
     PASSWORD,
     Watched,
     choose_resource,
@@ -22,7 +22,6 @@ from e2e.support import (
     run_axe,
     sign_in,
 )
-
 from webapp.core.db import Database
 from webapp.core.models import AccessRequest, Grant
 from webapp.services.demo import email_for, seed_demo

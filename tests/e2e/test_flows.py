@@ -10,13 +10,12 @@ import re
 from collections.abc import Callable
 
 import pytest
-from e2e.support import LiveServer, Watched, choose_resource, expected_status, post, post_and_follow, sign_in
 from playwright.sync_api import expect
 
-from webapp.services.catalog import ResourceChanges, save_resource
+from support.browser import LiveServer, Watched, choose_resource, expected_status, post, post_and_follow, sign_in
 from webapp.core.db import Database
 from webapp.core.models import User
-
+from webapp.services.catalog import ResourceChanges, save_resource
 
 REASON = "Rotating the staging database credentials this afternoon."
 OpenPage = Callable[..., Watched]

@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from e2e.support import LiveServer, Watched, describe_violations, run_axe, sign_in
 from playwright.sync_api import expect
 
+from support.browser import LiveServer, Watched, describe_violations, run_axe, sign_in
 from webapp.config import Settings
 from webapp.core.models import User
 

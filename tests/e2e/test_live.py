@@ -7,8 +7,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from e2e.support import LiveServer, Watched, choose_resource, sign_in
 from playwright.sync_api import expect
+
+from support.browser import LiveServer, Watched, choose_resource, sign_in
 
 OpenPage = Callable[..., Watched]
 REASON = "Checking the nightly backups of the staging database."

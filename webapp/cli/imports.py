@@ -9,29 +9,24 @@ of starting another. `--resume JOB` finishes a cancelled or failed job.
 
 from __future__ import annotations
 
+import argparse
+import logging
+import os
 import shutil
 import sys
 import time
 import uuid
-from typing import IO, Any
+from typing import IO
 
-from dbos import DBOS, SetWorkflowID
-
-from webapp.workflows import runtime
+from webapp import workflows
 from webapp.config import Settings
-from webapp.core.db import Database, datasource, ensure_sqlite_directory
+from webapp.core.db import Database
+from webapp.core.errors import Refusal
 from webapp.core.logging_setup import configure_logging
 from webapp.core.models import ImportStatus, utcnow
 from webapp.services.people_import import jobs, tracing
-from webapp.workflows.imports import (
-    QUEUE,
-    RECORDED_EVENT,
-    import_options,
-    import_run_workflow,
-    run_workflow_id,
-    start_workflow_id,
-)
-from webapp.workflows.notifications import configure_channels
+from webapp.services.people_import.orders import ImportOrder, NewJob, NewRun
+from webapp.workflows import imports as imports_workflow
 
 EXECUTOR_SUFFIX = "-import-cli"
 REFRESH_SECONDS = 0.25
@@ -50,37 +45,24 @@ def cli_settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"executor_id": settings.executor_id + EXECUTOR_SUFFIX, "log_level": quieter})
 
 
-def start_dbos_for_imports(settings: Settings, database: Database) -> None:
-    """Like `runtime.start_dbos`, but this process dequeues import chunks only."""
-    ensure_sqlite_directory(settings.system_database_url)
-    if runtime.dbos_is_launched():
-        DBOS.destroy()
-    DBOS(config=runtime.dbos_config(settings))
-    DBOS.listen_queues([QUEUE])
-    datasource.bind(database)
-    configure_channels(settings)
-    DBOS.launch()
-    DBOS.register_queue(QUEUE, worker_concurrency=settings.import_concurrency,
-                        limiter={"limit": settings.import_rate_limit, "period": settings.import_rate_period},
-                        polling_interval_sec=settings.queue_polling_interval, on_conflict="always_update")
+def start_workflows(settings: Settings, database: Database) -> None:
+    """DBOS for this command: it dequeues import chunks only, never the server's work."""
+    workflows.start(settings, database, queues=[imports_workflow.QUEUE])
+    workflows.register(settings, only=[imports_workflow.QUEUE])
 
 
-def _start(order: dict[str, Any], workflow_id: str) -> int:
-    with SetWorkflowID(workflow_id):
-        DBOS.start_workflow(import_run_workflow, order)
-    recorded = DBOS.get_event(workflow_id, RECORDED_EVENT, timeout_seconds=30)
-    if recorded is None:
-        raise CommandError("the import workflow did not start within 30 s")
-    if "refused" in recorded:
-        raise CommandError(recorded["refused"])
-    return int(recorded["job_id"])
+def _start(order: ImportOrder, workflow_id: str) -> int:
+    try:
+        return int(imports_workflow.start_run(order, workflow_id, timeout_seconds=30)["job_id"])
+    except Refusal as refused:
+        raise CommandError(str(refused)) from None
 
 
 def begin(settings: Settings, database: Database, *, source: str | None, count: int, seed: str, chunk_size: int,
           nat: str, create_users: bool, resume: int | None, out: IO[str]) -> int:
     """Start, attach to, or resume a job; returns its id."""
     actor = "cli"
-    options = import_options(settings)
+    options = imports_workflow.import_options(settings)
     if resume is not None:
         with database.session() as session:
             view = jobs.progress(session, resume, now=utcnow())
@@ -93,9 +75,8 @@ def begin(settings: Settings, database: Database, *, source: str | None, count: 
                 run = jobs.check_new_run(session, resume, mode="resume")
             except jobs.ImportRefused as refused:
                 raise CommandError(str(refused)) from None
-        order = {"job_id": resume, "run": run, "mode": "resume", "chunk": None, "actor": actor, "actor_id": None,
-                 "options": options}
-        job_id = _start(order, run_workflow_id(resume, run, uuid.uuid4().hex[:12]))
+        order = NewRun(job_id=resume, run=run, mode="resume", chunk=None, actor=actor, actor_id=None, options=options)
+        job_id = _start(order, imports_workflow.run_workflow_id(resume, run, uuid.uuid4().hex[:12]))
         print(f"import {job_id} resumed (run {run})", file=out)
         return job_id
     if not source:
@@ -111,8 +92,8 @@ def begin(settings: Settings, database: Database, *, source: str | None, count: 
     if existing is not None:
         print(f"import {existing} with these settings is unfinished; following it", file=out)
         return existing
-    job_id = _start({"spec": spec, "actor": actor, "actor_id": None, "options": options},
-                    start_workflow_id(uuid.uuid4().hex))
+    job_id = _start(NewJob(spec=spec, actor=actor, actor_id=None, options=options),
+                    imports_workflow.start_workflow_id(uuid.uuid4().hex))
     print(f"import {job_id} started: {spec['count']:,} people from {spec['source']}, "
           f"chunks of {chunk_size}, pages of {spec['page_size']}", file=out)
     return job_id
@@ -161,7 +142,7 @@ def import_users(settings: Settings, *, source: str | None, count: int, seed: st
     configure_logging(settings.log_level, settings.resolved_log_format)
     database = Database(settings.database_url)
     try:
-        start_dbos_for_imports(settings, database)
+        start_workflows(settings, database)
         job_id = begin(settings, database, source=source, count=count, seed=seed,
                        chunk_size=chunk_size or settings.import_chunk_size, nat=nat, create_users=create_users,
                        resume=resume, out=out)
@@ -178,7 +159,7 @@ def import_users(settings: Settings, *, source: str | None, count: int, seed: st
                   f"or `webapp import-users --resume {job_id}`", file=out)
         return FINISHED if job.status == ImportStatus.finished else NOT_FINISHED
     finally:
-        runtime.stop_dbos(grace_seconds=settings.shutdown_grace_seconds)
+        workflows.stop(grace_seconds=settings.shutdown_grace_seconds)
         tracing.shutdown()
         database.dispose()
 
@@ -192,3 +173,33 @@ class _Null:
 
     def isatty(self) -> bool:
         return False
+
+
+def run_command(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        status = import_users(settings, source=args.source, count=args.count, seed=args.seed,
+                              chunk_size=args.chunk_size, nat=args.nat, create_users=args.create_users,
+                              resume=args.resume, quiet=args.quiet)
+    except CommandError as exc:
+        print(f"cannot import: {exc}", file=sys.stderr)
+        status = 1
+    except KeyboardInterrupt:
+        print("\nstopped; run the same command again to finish the import", file=sys.stderr)
+        status = 130
+    # Like `serve`: DBOS executor threads may still wait; the import's state is durable.
+    sys.stdout.flush()
+    logging.shutdown()
+    os._exit(status)
+
+
+def add_command(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    command = commands.add_parser("import-users", help="import people from a randomuser-compatible API or file")
+    command.add_argument("--source", help="API address (e.g. https://randomuser.me) or a JSON file")
+    command.add_argument("--count", type=int, default=1000)
+    command.add_argument("--seed", default="gatehouse")
+    command.add_argument("--chunk-size", type=int, help="people per transaction (default IMPORT_CHUNK_SIZE)")
+    command.add_argument("--nat", default="", help="nationalities for an API, e.g. DE,FR")
+    command.add_argument("--create-users", action="store_true", help="also create a member per person")
+    command.add_argument("--resume", type=int, metavar="JOB", help="finish a cancelled or failed import")
+    command.add_argument("--quiet", action="store_true", help="no progress bar, only the summary")
+    command.set_defaults(run=run_command)

@@ -1,25 +1,23 @@
-"""Engines, sessions and the DBOS datasource for the app's tables.
+"""Engines and sessions for the app's tables: one engine per process.
 
-Workflows write through `datasource.transaction()`, whose output DBOS records in the same
-database transaction, so a replayed workflow never writes twice. The web layer reads and
-writes through `Database.session()`. Both use one engine per process.
+Pages and services read and write through `Database.session()`; workflows write through
+the DBOS datasource bound to the same engine (webapp.workflows.datasource).
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from dbos import SQLAlchemyDatasource
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
-P = ParamSpec("P")
-R = TypeVar("R")
+from webapp.core.background import in_thread
+
+T = TypeVar("T")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -73,66 +71,18 @@ class Database:
         with self._sessions() as session, session.begin():
             yield session
 
+    async def in_session(self, work: Callable[[Session], T]) -> T:
+        """Run `work` in a session of its own, in a worker thread: the ORM blocks, the event loop must not."""
+
+        def run() -> T:
+            with self.session() as session:
+                return work(session)
+
+        return await in_thread(run)
+
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
 
     def dispose(self) -> None:
         self.engine.dispose()
-
-
-class AppDatasource:
-    """A stand-in for DBOS's datasource that exists at import time.
-
-    Workflow modules decorate their transactions with it when imported; the real
-    `SQLAlchemyDatasource` is bound at start-up, once the database URL is known.
-    """
-
-    def __init__(self) -> None:
-        self._bound: SQLAlchemyDatasource | None = None
-
-    def bind(self, database: Database) -> None:
-        self._bound = SQLAlchemyDatasource.create(database.url, engine=database.engine)
-
-    def unbind(self) -> None:
-        """Forget the bound datasource, also in DBOS's registry, so a restart binds afresh."""
-        if self._bound is not None:
-            from dbos._dbos import _get_or_create_dbos_registry
-
-            registered = _get_or_create_dbos_registry().datasources
-            if self._bound in registered:
-                registered.remove(self._bound)
-        self._bound = None
-
-    @property
-    def bound(self) -> SQLAlchemyDatasource:
-        if self._bound is None:
-            raise RuntimeError("the datasource is used before create_app() started the app")
-        return self._bound
-
-    def transaction(
-        self, *, isolation_level: str | None = None
-    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
-        """A DBOS datasource transaction. On PostgreSQL it runs READ COMMITTED rather than
-        DBOS's SERIALIZABLE default: our invariants hold through row locks
-        (`with_for_update`) and unique constraints, and serializable retries cost more than
-        they protected (bench/request_throughput.py). SQLite has one writer at a time anyway."""
-
-        def decorate(func: Callable[P, R]) -> Callable[P, R]:
-            @functools.wraps(func)
-            def run(*args: P.args, **kwargs: P.kwargs) -> R:
-                bound = self.bound
-                level = isolation_level or ("SERIALIZABLE" if bound.engine.dialect.name == "sqlite" else "READ COMMITTED")
-                options: Any = {"name": func.__qualname__, "isolation_level": level}
-                return bound.run_tx_step(options, func, *args, **kwargs)
-
-            return run
-
-        return decorate
-
-    def session(self) -> Session:
-        """The session of the datasource transaction that is running now."""
-        return self.bound.sql_session()
-
-
-datasource = AppDatasource()

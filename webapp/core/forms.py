@@ -7,9 +7,10 @@ input becomes a 422 with messages tied to fields, never an exception deeper down
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -82,3 +83,33 @@ def safe_next(target: str | None, default: str = "/") -> str:
     if not target or not target.startswith("/") or target.startswith(("//", "/\\")) or "\n" in target or "\r" in target:
         return default
     return target
+
+
+def in_utc(value: datetime) -> datetime:
+    """A form's time in UTC; one without a zone (what a datetime-local field sends) is UTC.
+    A validator's ValueError when the zone pushes it past the years datetime can hold."""
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("Enter a date and time between the years 1 and 9999.") from None
+
+
+class TimeRange(FormModel):
+    """`since` (inclusive) and `until` (exclusive) from datetime-local fields, in UTC."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+
+    @field_validator("since", "until")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else in_utc(value)
+
+    def form_values(self) -> dict[str, str]:
+        """The filter form's fields as the form shows them (datetime-local: no zone, minutes)."""
+        values = {name: "" if getattr(self, name) is None else str(getattr(self, name))
+                  for name in type(self).model_fields if name not in ("since", "until")}
+        for name in ("since", "until"):
+            moment = getattr(self, name)
+            values[name] = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M") if moment else ""
+        return values

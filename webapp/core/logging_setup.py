@@ -1,7 +1,8 @@
 """Logging: JSON lines in production, readable lines in development.
 
 Every record carries the request id of the HTTP request that caused it and, inside a
-workflow, the workflow id. DBOS's own logger is routed through the same handler.
+workflow, the workflow id (read from the source the workflow layer installs). DBOS's own
+logger is routed through the same handler.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -19,14 +21,19 @@ _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message"
 HANDLER_NAME = "gatehouse"
 
 
-def _current_workflow_id() -> str | None:
-    try:
-        from dbos._context import get_local_dbos_context
+def _no_workflow() -> str | None:
+    return None
 
-        ctx = get_local_dbos_context()
-    except Exception:  # pragma: no cover - DBOS not importable or not initialised
-        return None
-    return ctx.workflow_id if ctx is not None and ctx.workflow_id else None
+
+# Where the id of the workflow running on this thread comes from: the workflow layer plugs
+# in DBOS's context (webapp.workflows.runtime), so this module needs no DBOS of its own.
+_workflow_id_source: Callable[[], str | None] = _no_workflow
+
+
+def read_workflow_ids_from(source: Callable[[], str | None]) -> None:
+    """Stamp records with the workflow id that `source` returns (None outside workflows)."""
+    global _workflow_id_source
+    _workflow_id_source = source
 
 
 class ContextFilter(logging.Filter):
@@ -34,7 +41,7 @@ class ContextFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
-        record.workflow_id = _current_workflow_id()
+        record.workflow_id = _workflow_id_source()
         return True
 
 

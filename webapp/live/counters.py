@@ -13,12 +13,11 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Callable
 
-from starlette.concurrency import run_in_threadpool
-
-from webapp.services.access import viewer
-from webapp.services.identity import Principal
+from webapp.core.background import in_thread
 from webapp.core.db import Database
 from webapp.core.models import utcnow
+from webapp.services.access import viewer
+from webapp.services.identity import Principal
 from webapp.services.overview import Counters, load_counters
 
 
@@ -48,7 +47,7 @@ class CounterCache:
         try:
             async with lock:
                 if key not in self._counters:
-                    self._counters[key] = await run_in_threadpool(self._load, principal)
+                    self._counters[key] = await in_thread(self._load, principal)
                     while len(self._counters) > self.size:
                         self._counters.popitem(last=False)
                 return self._counters[key]

@@ -23,27 +23,16 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from starlette.concurrency import run_in_threadpool
 
-from webapp.services.audit import NOTIFY_CHANNEL
+from webapp.core.background import cancel_within, in_thread
 from webapp.core.db import Database
 from webapp.core.models import AccessRequest, Approval, AuditEvent, Grant, ResourceApprover
-from webapp.services.request_table import TableRow, load_rows
+from webapp.services.audit import NOTIFY_CHANNEL
+from webapp.services.request_table import RequestRow, load_rows
 
 log = logging.getLogger(__name__)
 BATCH = 500
 STOP_SECONDS = 5.0
-
-
-async def cancel_within(task: asyncio.Task[Any], seconds: float, what: str) -> None:
-    """Cancel `task` and wait at most `seconds` for it to end (`asyncio.wait_for` would wait
-    as long as the task takes to honour the cancellation)."""
-    task.cancel()
-    done, _pending = await asyncio.wait({task}, timeout=seconds)
-    if not done:
-        log.warning("%s did not stop within %s s; leaving it behind", what, seconds)
-    elif not task.cancelled() and task.exception() is not None:
-        log.warning("%s ended with an error", what, exc_info=task.exception())
 
 
 @dataclass(frozen=True)
@@ -61,7 +50,7 @@ class FeedEvent:
     actor_id: int | None = None
     # The request's row as it is now, its approvers and who of them has approved: enough
     # to render the row for any viewer without another query.
-    row: TableRow | None = None
+    row: RequestRow | None = None
     approvers: frozenset[int] = frozenset()
     approved_by: frozenset[int] = frozenset()
     # HTML rendered for this event, shared by every stream that sends it (webapp/web/live_messages.py).
@@ -115,7 +104,7 @@ def load_events(database: Database, *, after: int, limit: int = BATCH,
         return [_feed_event(e, request_of[e.id], rows, approvers, approved) for e in events]  # type: ignore[index]
 
 
-def _feed_event(event: AuditEvent, request_id: int | None, rows: dict[int, TableRow],
+def _feed_event(event: AuditEvent, request_id: int | None, rows: dict[int, RequestRow],
                 approvers: dict[int, set[int]], approved: dict[int, set[int]]) -> FeedEvent:
     row = rows.get(request_id) if request_id is not None else None
     audience = None if row is None else frozenset({row.requester_id, *approvers.get(row.id, ())})
@@ -153,7 +142,7 @@ class AuditFeed:
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
-        self._cursor = await run_in_threadpool(latest_event_id, self.database)
+        self._cursor = await in_thread(latest_event_id, self.database)
         self._task = asyncio.create_task(self._run(), name="audit-feed")
 
     async def stop(self) -> None:
@@ -211,13 +200,13 @@ class AuditFeed:
         if not self.subscribers:
             # Nobody listens: just keep up with the table (browsers that connect later
             # replay from their Last-Event-ID), instead of loading rows for no one.
-            latest = await run_in_threadpool(latest_event_id, self.database)
+            latest = await in_thread(latest_event_id, self.database)
             if not self.subscribers:  # still nobody: a stream that subscribed meanwhile may
                 self._cursor = latest  # have replayed before rows that `latest` counts
                 self._delivered_above.clear()
                 self._gap_since = None
             return []
-        events = await run_in_threadpool(load_events, self.database, after=self._cursor)
+        events = await in_thread(load_events, self.database, after=self._cursor)
         fresh = [e for e in events if e.id not in self._delivered_above]
         if fresh:
             self.publish(fresh)

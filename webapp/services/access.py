@@ -1,23 +1,25 @@
-"""Access requests as people see them: checks before a workflow is started or messaged,
-and the read models of the request pages.
+"""Access requests: who may ask, decide, cancel, revoke and see, the early checks the
+pages make, the payloads the request's workflow carries, and the request page's view.
 
-The workflow (`webapp.workflows.access`) is the authority on every state change; the
-checks here give a clear answer early (a 4xx with a reason) instead of a message the
-workflow would have to ignore.
+Plain functions over a session, no web and no DBOS. The workflow
+(`webapp.workflows.access`) is the authority on every state change
+(`webapp.services.access_changes`); the checks here give a clear answer early (a 4xx with a
+reason) instead of a message the workflow would have to ignore. Both apply the same rule
+for deciding: `decision_refusal`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, NotRequired, TypedDict
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from webapp.services.identity import Principal
 from webapp.config import Settings
 from webapp.core.durations import DURATIONS, allowed, describe
+from webapp.core.errors import Refusal
 from webapp.core.models import (
     AccessRequest,
     Approval,
@@ -29,15 +31,93 @@ from webapp.core.models import (
     Role,
     User,
 )
+from webapp.services.catalog import approvers_of
+from webapp.services.identity import Principal
+
+DecisionKind = Literal["approve", "reject", "cancel"]
 
 
-class AccessError(Exception):
-    """A request cannot be made or decided as asked; `status_code` says how to answer."""
+# What the request's workflow carries (recorded by DBOS as its input and its steps' outputs) --
+
+class ReminderPolicy(TypedDict):
+    """Fixed into the workflow's input, so a replay keeps the policy it started with."""
+
+    min_grant_seconds: int  # grants at least this long get a reminder
+    before_seconds: int  # this long before they end
+
+
+class Submission(TypedDict):
+    """The access workflow's input: the same for a person's form and an operator's batch."""
+
+    requester_id: int
+    resource_id: int
+    duration_seconds: int | None  # None: permanent
+    reason: str
+    reminder: ReminderPolicy
+
+
+class MessageFacts(TypedDict):
+    """Enough to tell the holder about their request or grant."""
+
+    request_id: int | None
+    requester: str  # the requester's email
+    resource: str
+
+
+class RequestFacts(MessageFacts):
+    """What recording a request returns: what the workflow's later steps need."""
+
+    requester_name: str
+    reason: str
+    duration_seconds: int | None
+    auto_approve: bool
+    approvals_required: int
+    approvers: list[str]  # their emails
+    pending_until: float  # epoch seconds
+    reminder: ReminderPolicy
+
+
+class Refused(TypedDict):
+    """Recording refused the submission (the page shows `refused`)."""
+
+    refused: str
+    duplicate_of: NotRequired[int]
+
+
+class DecisionMessage(TypedDict):
+    """A decision sent to the request's workflow; `id` names the event that answers it."""
+
+    id: str
+    kind: DecisionKind
+    actor_id: int
+    comment: str
+
+
+class DecisionOutcome(TypedDict):
+    """What one decision message did."""
+
+    status: str  # the request's status afterwards
+    applied: bool
+    note: str  # why nothing changed, when nothing did
+    approvals: int  # distinct approvals counted so far
+    required: int
+
+
+class GrantFacts(TypedDict):
+    grant_id: int
+    expires_at: float | None  # epoch seconds; None: permanent
+
+
+class RevokeTarget(TypedDict):
+    access_workflow_id: str | None  # the workflow to wake, if the grant came from one
+    facts: MessageFacts
+
+
+class AccessError(Refusal):
+    """A request cannot be made, decided, cancelled, revoked or seen as asked."""
 
     def __init__(self, status_code: int, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.field = field
+        super().__init__(message, status_code, field)
 
 
 # Submitting --------------------------------------------------------------------------------
@@ -47,7 +127,7 @@ def requestable_resources(session: Session) -> list[Resource]:
 
 
 def prepare_submission(session: Session, settings: Settings, requester: Principal, *, resource_id: int,
-                       duration: str, reason: str) -> dict[str, Any]:
+                       duration: str, reason: str) -> Submission:
     """The workflow input for a valid submission, or AccessError naming the field at fault."""
     resource = session.get(Resource, resource_id)
     if resource is None:
@@ -68,16 +148,14 @@ def prepare_submission(session: Session, settings: Settings, requester: Principa
 
 
 def submission(settings: Settings, requester_id: int, resource_id: int, seconds: int | None,
-               reason: str) -> dict[str, Any]:
-    """The access workflow's input: the same for a person's form and an operator's batch."""
-    return {"requester_id": requester_id, "resource_id": resource_id, "duration_seconds": seconds,
-            "reason": reason, "reminder": reminder_policy(settings)}
+               reason: str) -> Submission:
+    return Submission(requester_id=requester_id, resource_id=resource_id, duration_seconds=seconds, reason=reason,
+                      reminder=reminder_policy(settings))
 
 
-def reminder_policy(settings: Settings) -> dict[str, int]:
-    """Fixed into the workflow's input, so a replay keeps the policy it started with."""
-    return {"min_grant_seconds": settings.grant_reminder_min_seconds,
-            "before_seconds": settings.grant_reminder_before_seconds}
+def reminder_policy(settings: Settings) -> ReminderPolicy:
+    return ReminderPolicy(min_grant_seconds=settings.grant_reminder_min_seconds,
+                          before_seconds=settings.grant_reminder_before_seconds)
 
 
 def request_id_for_workflow(session: Session, workflow_id: str) -> int | None:
@@ -86,23 +164,33 @@ def request_id_for_workflow(session: Session, workflow_id: str) -> int | None:
 
 # Deciding ------------------------------------------------------------------------------------
 
-def _is_approver(session: Session, user_id: int, resource_id: int) -> bool:
+def is_approver(session: Session, user_id: int, resource_id: int) -> bool:
     return session.scalar(sa.select(ResourceApprover.user_id).where(
         ResourceApprover.resource_id == resource_id, ResourceApprover.user_id == user_id)) is not None
 
 
-def decides(principal: Principal, *, requester_id: int, approves_resource: bool) -> bool:
-    """The deciding rule, without the database: never on your own request; admins on any
-    other, approvers on those of the resources they approve."""
+OWN_REQUEST = "You cannot decide on your own request."
+NOT_AN_APPROVER = "You are not an approver of this resource."
+
+
+def decision_refusal(principal: Principal, *, requester_id: int, approves_resource: bool) -> str | None:
+    """The deciding rule, without the database: why `principal` may not approve or reject a
+    request, or None when they may. Never on your own request; admins decide any other,
+    approvers those of the resources they approve. The pages and the workflow both ask it."""
     if principal.id == requester_id:
-        return False
-    return principal.is_admin or (principal.has_role(Role.approver) and approves_resource)
+        return OWN_REQUEST
+    if principal.is_admin or (principal.has_role(Role.approver) and approves_resource):
+        return None
+    return NOT_AN_APPROVER
+
+
+def decides(principal: Principal, *, requester_id: int, approves_resource: bool) -> bool:
+    return decision_refusal(principal, requester_id=requester_id, approves_resource=approves_resource) is None
 
 
 def may_decide(session: Session, principal: Principal, request: AccessRequest) -> bool:
-    return principal.id != request.requester_id and decides(
-        principal, requester_id=request.requester_id,
-        approves_resource=_is_approver(session, principal.id, request.resource_id))
+    return decides(principal, requester_id=request.requester_id,
+                   approves_resource=is_approver(session, principal.id, request.resource_id))
 
 
 def may_cancel(principal: Principal, *, requester_id: int, status: str) -> bool:
@@ -112,7 +200,7 @@ def may_cancel(principal: Principal, *, requester_id: int, status: str) -> bool:
 
 def may_view(session: Session, principal: Principal, request: AccessRequest) -> bool:
     return (principal.is_admin or principal.id == request.requester_id
-            or _is_approver(session, principal.id, request.resource_id))
+            or is_approver(session, principal.id, request.resource_id))
 
 
 @dataclass(frozen=True)
@@ -141,7 +229,7 @@ def visible_to(viewer: Viewer, owner: Any = AccessRequest.requester_id,
     return sa.or_(mine, resource.in_(sorted(viewer.approves))) if viewer.approves else mine
 
 
-def check_decision(session: Session, principal: Principal, request_id: int, kind: str) -> str:
+def check_decision(session: Session, principal: Principal, request_id: int, kind: DecisionKind) -> str:
     """The workflow to message for `kind` (approve, reject, cancel), or AccessError."""
     request = session.get(AccessRequest, request_id)
     if request is None or not may_view(session, principal, request):
@@ -149,16 +237,17 @@ def check_decision(session: Session, principal: Principal, request_id: int, kind
     if kind == "cancel":
         if principal.id != request.requester_id:
             raise AccessError(403, "Only the person who asked can cancel a request.")
-    elif principal.id == request.requester_id:
-        raise AccessError(403, "You cannot decide on your own request.")
-    elif not may_decide(session, principal, request):
-        raise AccessError(403, "You are not an approver of this resource.")
+    else:
+        refusal = decision_refusal(principal, requester_id=request.requester_id,
+                                   approves_resource=is_approver(session, principal.id, request.resource_id))
+        if refusal:
+            raise AccessError(403, refusal)
     if request.status != RequestStatus.requested:
         raise AccessError(409, f"This request is already {request.status}.")
     return request.workflow_id
 
 
-def check_revoke(session: Session, grant_id: int) -> dict[str, Any]:
+def check_revoke(session: Session, grant_id: int) -> RevokeTarget:
     """What revoke_grant_workflow needs about an active grant, or AccessError."""
     row = session.execute(
         sa.select(Grant, AccessRequest, Resource, User)
@@ -171,25 +260,11 @@ def check_revoke(session: Session, grant_id: int) -> dict[str, Any]:
     grant, request, resource, holder = row
     if grant.revoked_at is not None:
         raise AccessError(409, "This grant has already ended.")
-    return {
-        "access_workflow_id": request.workflow_id if request else None,
-        "facts": {"request_id": grant.request_id, "requester": holder.email, "resource": resource.name},
-    }
+    return RevokeTarget(access_workflow_id=request.workflow_id if request else None,
+                        facts=MessageFacts(request_id=grant.request_id, requester=holder.email, resource=resource.name))
 
 
 # Reading ---------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class RequestRow:
-    id: int
-    requester: str
-    resource: str
-    reason: str
-    duration: str
-    status: str
-    created_at: datetime
-    pending_until: datetime | None
-
 
 @dataclass(frozen=True)
 class ApprovalRow:
@@ -215,62 +290,6 @@ class RequestView:
     approvals_counted: int = field(default=0)
 
 
-def _rows(session: Session, query: Any) -> list[RequestRow]:
-    rows = session.execute(query).all()
-    return [RequestRow(r.id, r.requester, r.resource, r.reason, describe(r.duration_seconds), r.status,
-                       r.created_at, r.pending_until) for r in rows]
-
-
-def _request_query() -> Any:
-    return (sa.select(AccessRequest.id, User.name.label("requester"), Resource.name.label("resource"),  # type: ignore[attr-defined]
-                      AccessRequest.reason, AccessRequest.duration_seconds, AccessRequest.status,
-                      AccessRequest.created_at, AccessRequest.pending_until)
-            .join(User, User.id == AccessRequest.requester_id)
-            .join(Resource, Resource.id == AccessRequest.resource_id))
-
-
-def my_requests(session: Session, user_id: int, *, limit: int = 200) -> list[RequestRow]:
-    return _rows(session, _request_query().where(AccessRequest.requester_id == user_id)
-                 .order_by(AccessRequest.created_at.desc(), AccessRequest.id.desc()).limit(limit))  # type: ignore[attr-defined, union-attr]
-
-
-def waiting_for(session: Session, principal: Principal, *, limit: int = 200) -> list[RequestRow]:
-    """Pending requests this person may decide and has not approved yet."""
-    query = _request_query().where(AccessRequest.status == RequestStatus.requested,
-                                   AccessRequest.requester_id != principal.id)
-    if not principal.is_admin:
-        query = query.where(AccessRequest.resource_id.in_(  # type: ignore[attr-defined]
-            sa.select(ResourceApprover.resource_id).where(ResourceApprover.user_id == principal.id)))
-    already = sa.select(Approval.request_id).where(Approval.approver_id == principal.id, Approval.counted)
-    query = query.where(AccessRequest.id.not_in(already))  # type: ignore[union-attr]
-    return _rows(session, query.order_by(AccessRequest.created_at, AccessRequest.id).limit(limit))
-
-
-@dataclass(frozen=True)
-class AccessRow:
-    grant_id: int
-    request_id: int | None
-    resource: str
-    kind: str
-    granted_at: datetime
-    expires_at: datetime | None
-
-
-def grant_active(now: datetime, grant: Any = Grant) -> sa.ColumnElement[bool]:
-    """`grant` (the Grant table or an alias of it) gives access at `now`: not revoked, not expired."""
-    return sa.and_(grant.revoked_at.is_(None), sa.or_(grant.expires_at.is_(None), grant.expires_at > now))
-
-
-def my_access(session: Session, user_id: int, *, now: datetime) -> list[AccessRow]:
-    rows = session.execute(
-        sa.select(Grant.id, Grant.request_id, Resource.name, Resource.kind, Grant.granted_at, Grant.expires_at)
-        .join(Resource, Resource.id == Grant.resource_id)
-        .where(Grant.user_id == user_id, grant_active(now))
-        .order_by(Resource.name)
-    ).all()
-    return [AccessRow(*row) for row in rows]
-
-
 def request_view(session: Session, principal: Principal, request_id: int) -> RequestView:
     request = session.get(AccessRequest, request_id)
     if request is None or not may_view(session, principal, request):
@@ -284,9 +303,7 @@ def request_view(session: Session, principal: Principal, request_id: int) -> Req
     subjects = [f"request:{request_id}"] + ([f"grant:{grant.id}"] if grant else [])
     history = list(session.scalars(sa.select(AuditEvent).where(AuditEvent.subject.in_(subjects))  # type: ignore[attr-defined]
                                    .order_by(AuditEvent.id)).all())
-    approvers = list(session.scalars(
-        sa.select(User).join(ResourceApprover, ResourceApprover.user_id == User.id)
-        .where(ResourceApprover.resource_id == request.resource_id).order_by(User.name)).all())
+    approvers = approvers_of(session, request.resource_id)
     pending = request.status == RequestStatus.requested
     view = RequestView(
         request=request, requester=session.get(User, request.requester_id),  # type: ignore[arg-type]

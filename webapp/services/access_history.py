@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from pydantic import field_validator
 from sqlalchemy.orm import Session, aliased
 
-from webapp.core.forms import FormModel
-from webapp.services.logs import in_utc
+from webapp.core.forms import FormModel, in_utc
 from webapp.core.models import Approval, AuditEvent, Decision, Grant, User
+from webapp.services.audit import Action
 
 MAX_ROWS = 500
 
@@ -98,7 +98,7 @@ def holders_at(session: Session, resource_id: int, at: datetime, *, now: datetim
         subjects = [f"request:{request_id}" for request_id in request_ids]
         auto = {int(subject.removeprefix("request:")) for subject in session.scalars(
             sa.select(AuditEvent.subject).where(AuditEvent.subject.in_(subjects),  # type: ignore[attr-defined]
-                                                AuditEvent.action == "request.auto_approved"))}
+                                                AuditEvent.action == Action.REQUEST_AUTO_APPROVED))}
     holders = []
     for grant, name, email, revoked_by in rows:
         ended_at, ended = _ending(grant, now)

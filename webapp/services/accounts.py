@@ -1,25 +1,20 @@
-"""Creating people: the CLI, the demo seed and (later) the admin pages share these rules."""
+"""People: creating them, changing their role, (de)activating them, finding them. The CLI,
+the demo seed and the admin pages share these rules."""
 
 from __future__ import annotations
-
-import re
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from webapp.services.audit import record_event
+from webapp.core.emails import EMAIL_PATTERN, normalise_email
 from webapp.core.models import Role, User
 from webapp.core.passwords import MIN_PASSWORD_LENGTH, hash_password
-
-EMAIL_PATTERN = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{2,}$")
+from webapp.services.audit import Action, record_event
+from webapp.services.identity import end_all_sessions
 
 
 class AccountError(ValueError):
     """The account cannot be created as asked; the message says why."""
-
-
-def normalise_email(email: str) -> str:
-    return email.strip().lower()
 
 
 def create_user(
@@ -57,7 +52,7 @@ def create_user(
     record_event(
         session,
         actor=actor,
-        action="user.created",
+        action=Action.USER_CREATED,
         subject=f"user:{user.id}",
         details={"email": email, "role": role},
     )
@@ -82,14 +77,12 @@ def change_role(session: Session, user: User, role: str, *, actor: str, actor_id
     if role != Role.admin and _last_active_admin(session, user):
         raise AccountError("This is the last active admin; make someone else an admin first.")
     previous, user.role = user.role, role
-    record_event(session, actor=actor, actor_id=actor_id, action="user.role_changed",
+    record_event(session, actor=actor, actor_id=actor_id, action=Action.USER_ROLE_CHANGED,
                  subject=f"user:{user.id}", details={"from": previous, "to": role})
 
 
 def set_active(session: Session, user: User, active: bool, *, actor: str, actor_id: int | None) -> None:
     """Deactivating ends every session of the user at once; their tokens stop working too."""
-    from webapp.services.identity import end_all_sessions
-
     if active == user.active:
         return
     if not active and _last_active_admin(session, user):
@@ -98,7 +91,7 @@ def set_active(session: Session, user: User, active: bool, *, actor: str, actor_
     if not active:
         end_all_sessions(session, user.id)  # type: ignore[arg-type]
     record_event(session, actor=actor, actor_id=actor_id,
-                 action="user.activated" if active else "user.deactivated", subject=f"user:{user.id}")
+                 action=Action.USER_ACTIVATED if active else Action.USER_DEACTIVATED, subject=f"user:{user.id}")
 
 
 def search_users(session: Session, *, text: str = "", limit: int = 50, offset: int = 0) -> tuple[list[User], int]:

@@ -1,7 +1,13 @@
-"""Writing audit events: always inside the caller's transaction, beside the change itself."""
+"""The audit log: every action name, and writing an event inside the caller's transaction.
+
+An event always commits with the change it records (it is added to the caller's session),
+so the log never claims a change that rolled back, nor misses one that committed. Its id
+orders the live feed (webapp.live.feed).
+"""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import text
@@ -12,11 +18,61 @@ from webapp.core.models import AuditEvent, utcnow
 NOTIFY_CHANNEL = "gatehouse_audit"  # webapp.live.feed listens on it
 
 
+class Action(StrEnum):
+    """Every action the audit log records, by subject. The value is what the log stores."""
+
+    # request:<id>
+    REQUEST_SUBMITTED = "request.submitted"
+    REQUEST_APPROVAL_RECORDED = "request.approval_recorded"  # one of N approvals
+    REQUEST_APPROVED = "request.approved"
+    REQUEST_AUTO_APPROVED = "request.auto_approved"
+    REQUEST_REJECTED = "request.rejected"
+    REQUEST_CANCELED = "request.canceled"
+    REQUEST_EXPIRED = "request.expired"
+    REQUEST_FAILED = "request.failed"
+    DECISION_IGNORED = "decision.ignored"  # late, repeated or unauthorised
+    # grant:<id>
+    GRANT_CREATED = "grant.created"
+    GRANT_EXPIRING = "grant.expiring"  # entered its last day (the sweep)
+    GRANT_REVOKED = "grant.revoked"  # early, or at its expiry
+    # user:<id>
+    USER_CREATED = "user.created"
+    USER_ROLE_CHANGED = "user.role_changed"
+    USER_ACTIVATED = "user.activated"
+    USER_DEACTIVATED = "user.deactivated"
+    SIGNED_IN = "auth.signed_in"
+    SIGN_IN_FAILED = "auth.sign_in_failed"
+    SIGNED_OUT = "auth.signed_out"
+    TOKEN_ISSUED = "token.issued"
+    TOKEN_REVOKED = "token.revoked"
+    # resource:<id>
+    RESOURCE_CREATED = "resource.created"
+    RESOURCE_UPDATED = "resource.updated"
+    # import:<id>
+    IMPORT_STARTED = "import.started"
+    IMPORT_RESUMED = "import.resumed"
+    IMPORT_RETRIED = "import.retried"
+    IMPORT_CANCEL_REQUESTED = "import.cancel_requested"
+    IMPORT_USERS_UPSERTED = "import.users_upserted"
+    IMPORT_FINISHED = "import.finished"
+    IMPORT_CANCELLED = "import.cancelled"
+    IMPORT_FAILED = "import.failed"
+    # workflow:<id>, schedule:<name>, executor:<id>
+    WORKFLOW_CANCELLED = "workflow.cancelled"
+    WORKFLOW_RESUMED = "workflow.resumed"
+    WORKFLOW_FORKED = "workflow.forked"
+    SCHEDULE_PAUSED = "schedule.paused"
+    SCHEDULE_RESUMED = "schedule.resumed"
+    SCHEDULE_TRIGGERED = "schedule.triggered"
+    BATCH_STARTED = "ops.batch_started"
+    SHUTDOWN = "ops.shutdown"
+
+
 def record_event(
     session: Session,
     *,
     actor: str,
-    action: str,
+    action: Action,
     subject: str,
     details: dict[str, Any] | None = None,
     actor_id: int | None = None,
@@ -25,7 +81,7 @@ def record_event(
         at=utcnow(),
         actor=actor,
         actor_id=actor_id,
-        action=action,
+        action=str(action),  # the plain text: drivers may write an enum member by its name
         subject=subject,
         details=details or {},
     )

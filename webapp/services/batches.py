@@ -12,15 +12,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from webapp.services.access import submission
 from webapp.config import Settings
 from webapp.core.durations import DURATIONS, allowed, describe
+from webapp.core.errors import Refusal
 from webapp.core.models import AccessRequest, RequestStatus, Resource, User
+from webapp.services.access import submission
 
 LOAD_DURATION = "1h"
 
 
-class PlanRefused(Exception):
+class PlanRefused(Refusal):
     """The batch cannot be planned; the message says why (shown to the operator)."""
 
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from webapp.services.audit import record_event
 from webapp.core.models import Resource, ResourceApprover, Role, User
+from webapp.services.audit import Action, record_event
 
 
 class CatalogError(ValueError):
@@ -86,7 +86,7 @@ def save_resource(session: Session, changes: ResourceChanges, *, resource: Resou
     for user_id in sorted(set(changes.approver_ids)):
         session.add(ResourceApprover(resource_id=resource.id, user_id=user_id))  # type: ignore[arg-type]
     record_event(session, actor=actor, actor_id=actor_id,
-                 action="resource.created" if created else "resource.updated", subject=f"resource:{resource.id}",
+                 action=Action.RESOURCE_CREATED if created else Action.RESOURCE_UPDATED, subject=f"resource:{resource.id}",
                  details={"name": changes.name, "approvers": sorted(set(changes.approver_ids)),
                           "approvals_required": changes.approvals_required, "auto_approve": changes.auto_approve})
     return resource

@@ -17,7 +17,6 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from webapp.services.audit import record_event
 from webapp.core.models import (
     AccessRequest,
     Approval,
@@ -32,6 +31,7 @@ from webapp.core.models import (
     utcnow,
 )
 from webapp.core.passwords import hash_password
+from webapp.services.audit import Action, record_event
 
 DEMO_PASSWORD = "gatehouse-demo"
 DEMO_DOMAIN = "example.com"
@@ -155,7 +155,7 @@ def seed_demo(session: Session, *, now: datetime | None = None, password: str = 
         users[name] = user
     session.flush()
     for user in users.values():
-        record_event(session, actor="seed", action="user.created", subject=f"user:{user.id}",
+        record_event(session, actor="seed", action=Action.USER_CREATED, subject=f"user:{user.id}",
                      details={"email": user.email, "role": user.role})
 
     resources: dict[str, Resource] = {}
@@ -171,7 +171,7 @@ def seed_demo(session: Session, *, now: datetime | None = None, password: str = 
     for name, _kind, _desc, approvers, *_ in RESOURCES:
         for approver in approvers:
             session.add(ResourceApprover(resource_id=resources[name].id, user_id=users[approver].id))
-        record_event(session, actor="seed", action="resource.created", subject=f"resource:{resources[name].id}",
+        record_event(session, actor="seed", action=Action.RESOURCE_CREATED, subject=f"resource:{resources[name].id}",
                      details={"name": name, "approvers": [users[a].email for a in approvers]})
 
     _seed_history(session, rng, now, users, resources)
@@ -209,7 +209,7 @@ def _seed_history(
         session.add(request)
         session.flush()
         subject = f"request:{request.id}"
-        record_event(session, actor=requester.email, actor_id=requester.id, action="request.submitted",
+        record_event(session, actor=requester.email, actor_id=requester.id, action=Action.REQUEST_SUBMITTED,
                      subject=subject, details={"resource": resource.name, "reason": request.reason})
         decided = created + timedelta(minutes=rng.randint(5, 240))
         if status in (RequestStatus.approved, RequestStatus.revoked):
@@ -218,11 +218,11 @@ def _seed_history(
             approver = approvers[0]
             session.add(Approval(request_id=request.id, approver_id=approver.id, decision=Decision.reject,
                                  comment="Please use the staging account for this.", created_at=decided))
-            _close(session, request, status, decided, approver, "request.rejected")
+            _close(session, request, status, decided, approver, Action.REQUEST_REJECTED)
         elif status == RequestStatus.canceled:
-            _close(session, request, status, decided, requester, "request.canceled")
+            _close(session, request, status, decided, requester, Action.REQUEST_CANCELED)
         else:
-            _close(session, request, status, request.pending_until, None, "request.expired")  # type: ignore[arg-type]
+            _close(session, request, status, request.pending_until, None, Action.REQUEST_EXPIRED)  # type: ignore[arg-type]
 
 
 def _seed_team_access(
@@ -252,7 +252,7 @@ def _seed_team_access(
             )
             session.add(request)
             session.flush()
-            record_event(session, actor=member.email, actor_id=member.id, action="request.submitted",
+            record_event(session, actor=member.email, actor_id=member.id, action=Action.REQUEST_SUBMITTED,
                          subject=f"request:{request.id}", details={"resource": resource.name, "reason": request.reason})
             _approve(session, request, resource, approvers, created + timedelta(minutes=rng.randint(5, 240)),
                      duration, now, RequestStatus.approved)
@@ -266,13 +266,13 @@ def _approve(session: Session, request: AccessRequest, resource: Resource, appro
                              comment="", created_at=decided))
     last = deciders[-1] if deciders else None
     _close(session, request, RequestStatus.approved, decided, last,
-           "request.auto_approved" if resource.auto_approve else "request.approved")
+           Action.REQUEST_AUTO_APPROVED if resource.auto_approve else Action.REQUEST_APPROVED)
     expires = decided + timedelta(seconds=duration) if duration else None
     grant = Grant(request_id=request.id, user_id=request.requester_id, resource_id=resource.id,
                   granted_at=decided, expires_at=expires, granted_by_workflow=request.workflow_id)
     session.add(grant)
     session.flush()
-    record_event(session, actor="workflow", action="grant.created", subject=f"grant:{grant.id}",
+    record_event(session, actor="workflow", action=Action.GRANT_CREATED, subject=f"grant:{grant.id}",
                  details={"request": request.id, "expires_at": expires.isoformat() if expires else None})
     ended = None
     if status == RequestStatus.revoked:
@@ -284,12 +284,12 @@ def _approve(session: Session, request: AccessRequest, resource: Resource, appro
         grant.revoked_by_workflow = request.workflow_id
         request.status = RequestStatus.revoked
         request.updated_at = ended
-        record_event(session, actor="workflow", action="grant.revoked", subject=f"grant:{grant.id}",
+        record_event(session, actor="workflow", action=Action.GRANT_REVOKED, subject=f"grant:{grant.id}",
                      details={"request": request.id, "early": status == RequestStatus.revoked})
 
 
 def _close(session: Session, request: AccessRequest, status: str, at: datetime,
-           decider: User | None, action: str) -> None:
+           decider: User | None, action: Action) -> None:
     request.status = status
     request.decided_at = at
     request.updated_at = at

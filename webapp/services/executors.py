@@ -1,34 +1,25 @@
-"""Executor heartbeats: each process says, every few seconds, that it is still there.
+"""Executor heartbeat rows: each process says, every few seconds, that it is still there.
 
 DBOS records which executor runs each workflow but keeps no table of the executors
 themselves, so a process that died looks the same as one that is idle. Each process
 upserts its own `executor_heartbeat` row at start and then every
-`heartbeat_interval_seconds`; the ops console calls a row older than `GONE_AFTER`
-intervals gone. The row outlives the process on purpose: that is how a crash shows.
+`heartbeat_interval_seconds` (webapp.workflows.heartbeat); the ops console calls a row
+older than `GONE_AFTER` intervals gone. The row outlives the process on purpose: that is
+how a crash shows.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import os
-import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
-from webapp.config import Settings
-from webapp.core.db import Database
-from webapp.live.feed import cancel_within
-from webapp.core.models import ExecutorHeartbeat, utcnow
+from webapp.core.models import ExecutorHeartbeat
 
-log = logging.getLogger(__name__)
 GONE_AFTER = 3  # intervals without a beat
-STOP_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -57,36 +48,3 @@ def list_executors(session: Session) -> list[ExecutorHeartbeat]:
 
 def is_gone(last_seen: datetime, now: datetime, interval_seconds: float) -> bool:
     return now - last_seen > timedelta(seconds=GONE_AFTER * interval_seconds)
-
-
-class Heartbeat:
-    """The asyncio task that beats; `stop` is bounded, so shutdown never waits on it."""
-
-    def __init__(self, database: Database, settings: Settings) -> None:
-        self.database = database
-        self.interval = settings.heartbeat_interval_seconds
-        self.identity = Identity(settings.executor_id, settings.app_version, socket.gethostname(),
-                                 os.getpid(), utcnow())
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        """Beat once before serving, so this process is listed from its first request."""
-        await run_in_threadpool(self._beat)
-        self._task = asyncio.create_task(self._run(), name="executor-heartbeat")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            await cancel_within(self._task, STOP_SECONDS, "executor heartbeat")
-            self._task = None
-
-    def _beat(self) -> None:
-        with self.database.session() as session:
-            beat(session, self.identity, utcnow())
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await run_in_threadpool(self._beat)
-            except Exception:  # a database hiccup must not end the beating for good
-                log.warning("executor heartbeat failed; trying again in %s s", self.interval, exc_info=True)

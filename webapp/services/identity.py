@@ -15,11 +15,11 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from webapp.services.accounts import normalise_email
-from webapp.services.audit import record_event
 from webapp.config import Settings
+from webapp.core.emails import normalise_email
 from webapp.core.models import ApiToken, LoginAttempt, Role, User, UserSession
 from webapp.core.passwords import hash_password, needs_rehash, verify_password
+from webapp.services.audit import Action, record_event
 
 ROLE_RANK = {Role.member: 0, Role.approver: 1, Role.admin: 2}
 TOUCH_EVERY = timedelta(minutes=1)  # refresh last_seen_at at most this often
@@ -58,7 +58,7 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _principal(user: User, *, via_token: bool = False) -> Principal:
+def principal_of(user: User, *, via_token: bool = False) -> Principal:
     assert user.id is not None
     return Principal(user.id, user.email, user.name, user.role, via_token)
 
@@ -97,7 +97,7 @@ def sign_in(
     if user is None or not valid or not user.active:
         session.add(LoginAttempt(at=now, email=email, ip=ip, succeeded=False))
         record_event(
-            session, actor=email, action="auth.sign_in_failed", subject=f"user:{user.id}" if user else "user:unknown",
+            session, actor=email, action=Action.SIGN_IN_FAILED, subject=f"user:{user.id}" if user else "user:unknown",
             details={"ip": ip, "reason": "inactive" if user is not None and valid else "bad_credentials"},
         )
         raise SignInError("That email and password do not match an active account.")
@@ -105,9 +105,9 @@ def sign_in(
         user.password_hash = hash_password(password)
     session.add(LoginAttempt(at=now, email=email, ip=ip, succeeded=True))
     token = open_session(session, user, ip=ip, user_agent=user_agent, now=now)
-    record_event(session, actor=user.email, actor_id=user.id, action="auth.signed_in",
+    record_event(session, actor=user.email, actor_id=user.id, action=Action.SIGNED_IN,
                  subject=f"user:{user.id}", details={"ip": ip})
-    return _principal(user), token
+    return principal_of(user), token
 
 
 def open_session(session: Session, user: User, *, ip: str, user_agent: str, now: datetime) -> str:
@@ -123,7 +123,7 @@ def open_session(session: Session, user: User, *, ip: str, user_agent: str, now:
 def sign_out(session: Session, token: str, principal: Principal | None) -> None:
     session.execute(sa.delete(UserSession).where(UserSession.token_hash == _digest(token)))
     if principal is not None:
-        record_event(session, actor=principal.email, actor_id=principal.id, action="auth.signed_out",
+        record_event(session, actor=principal.email, actor_id=principal.id, action=Action.SIGNED_OUT,
                      subject=f"user:{principal.id}")
 
 
@@ -148,7 +148,7 @@ def principal_for_session(session: Session, settings: Settings, token: str, *, n
         return None
     if now - user_session.last_seen_at > TOUCH_EVERY:
         user_session.last_seen_at = now
-    return _principal(user)
+    return principal_of(user)
 
 
 # API tokens ------------------------------------------------------------------------------
@@ -160,14 +160,14 @@ def issue_token(session: Session, *, user: User, name: str, issued_by: Principal
                      created_at=now, created_by_id=issued_by.id)
     session.add(token)
     session.flush()
-    record_event(session, actor=issued_by.email, actor_id=issued_by.id, action="token.issued",
+    record_event(session, actor=issued_by.email, actor_id=issued_by.id, action=Action.TOKEN_ISSUED,
                  subject=f"user:{user.id}", details={"token": token.id, "name": name, "prefix": token.prefix})
     return token, secret
 
 
 def revoke_token(session: Session, token: ApiToken, *, revoked_by: Principal, now: datetime) -> None:
     token.revoked_at = now
-    record_event(session, actor=revoked_by.email, actor_id=revoked_by.id, action="token.revoked",
+    record_event(session, actor=revoked_by.email, actor_id=revoked_by.id, action=Action.TOKEN_REVOKED,
                  subject=f"user:{token.user_id}", details={"token": token.id, "prefix": token.prefix})
 
 
@@ -181,4 +181,4 @@ def principal_for_token(session: Session, secret: str, *, now: datetime) -> Prin
     token, user = row
     if token.last_used_at is None or now - token.last_used_at > TOUCH_EVERY:
         token.last_used_at = now
-    return _principal(user, via_token=True)
+    return principal_of(user, via_token=True)

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import Field, StringConstraints
 from sqlalchemy.orm import Session
 
 from webapp.core.db import Database
-from webapp.core.forms import FormModel
+from webapp.core.forms import FormModel, TimeRange
 from webapp.core.models import AuditEvent, ErrorRecord
 
 PAGE_SIZE = 50
@@ -26,36 +25,6 @@ Text = Annotated[str, StringConstraints(max_length=200)]
 class ErrorQuery(FormModel):
     source: Text = ""
     before: int | None = Field(default=None, ge=1, le=MAX_ID)  # the page: ids below this one
-
-
-def in_utc(value: datetime) -> datetime:
-    """A form's time in UTC; one without a zone (what a datetime-local field sends) is UTC.
-    A validator's ValueError when the zone pushes it past the years datetime can hold."""
-    try:
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("Enter a date and time between the years 1 and 9999.") from None
-
-
-class TimeRange(FormModel):
-    """`since` (inclusive) and `until` (exclusive) from datetime-local fields, in UTC."""
-
-    since: datetime | None = None
-    until: datetime | None = None
-
-    @field_validator("since", "until")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        return None if value is None else in_utc(value)
-
-    def form_values(self) -> dict[str, str]:
-        """The filter form's fields as the form shows them (datetime-local: no zone, minutes)."""
-        values = {name: "" if getattr(self, name) is None else str(getattr(self, name))
-                  for name in type(self).model_fields if name not in ("since", "until")}
-        for name in ("since", "until"):
-            moment = getattr(self, name)
-            values[name] = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M") if moment else ""
-        return values
 
 
 class AuditQuery(TimeRange):

@@ -1,8 +1,8 @@
-"""What a notification says, and how each channel spells it: pure functions, no I/O.
+"""What a notification says, how each channel spells it, and the outbox as admins read it.
 
-Delivery (`webapp.workflows.notifications`) decides when and where a message goes; this module
-decides what goes: the message itself, its idempotency key, the `Message-ID` derived from
-that key, the Slack payload, the email, and the text the outbox stores.
+Delivery (`webapp.workflows.notifications`) decides when and where a message goes; this
+module decides what goes: the message itself, its idempotency key, the `Message-ID`
+derived from that key, the Slack payload, the email, and the text the outbox stores.
 """
 
 from __future__ import annotations
@@ -12,6 +12,11 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from webapp.core.models import Notification
 
 # Longest readable dedup key; longer ones are hashed (the column holds 300 characters).
 MAX_READABLE_KEY = 200
@@ -105,3 +110,13 @@ def email_message(message: Message, *, sender: str, key: str) -> EmailMessage:
     email["X-Gatehouse-Dedup-Key"] = key
     email.set_content(f"{message.body.rstrip()}\n\n{message.link}\n")
     return email
+
+
+def outbox(session: Session, *, channel: str = "", status: str = "", limit: int = 200) -> list[Notification]:
+    """The latest messages on every channel (or one), with their delivery status."""
+    query = sa.select(Notification).order_by(Notification.id.desc()).limit(limit)  # type: ignore[union-attr]
+    if channel:
+        query = query.where(Notification.channel == channel)
+    if status:
+        query = query.where(Notification.status == status)
+    return list(session.scalars(query).all())

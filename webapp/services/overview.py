@@ -9,8 +9,8 @@ from datetime import datetime, time, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from webapp.services.access import Viewer, visible_to
 from webapp.core.models import AccessRequest, ErrorRecord, Grant, RequestStatus
+from webapp.services.access import Viewer, visible_to
 
 SOON = timedelta(hours=24)
 ERROR_WINDOW = timedelta(hours=24)

@@ -1,12 +1,17 @@
-"""The requests table: the requests a viewer may see, filtered, sorted and paged in SQL.
+"""The requests table and the request lists: the requests a viewer may see, filtered,
+sorted and paged in SQL, as `RequestRow`s.
 
-Visibility is `access_requests.visible_to`, the SQL form of `may_view`, so a page reads
+`RequestRow` is the one shape of a request in a list: the table, My requests, Waiting for
+my approval, the live feed's rows and the JSON answers all use it, and the API spec
+describes it as it is.
+
+Visibility is `access.visible_to`, the SQL form of `may_view`, so a page reads
 only its own rows whatever the table holds. Paging is by offset with a LIMIT+1 probe for
 the next page; the offset is walked over ids only (an index), and the rows of the page
 are read afterwards. The total is counted only up to `COUNT_CAP` (beyond it, "more
 than"), so no page counts the whole table. Every order ends with the id: the order is
-total, so pages never overlap. Each row comes with the actions this viewer may take on
-it (`RowActions`), which is all the row template needs besides the row.
+total, so pages never overlap. Each row carries the actions this viewer may take on it
+(`RowActions`), which is all the row template needs.
 
 Free-text search (`q`) is a case-insensitive substring match, which no B-tree index can
 serve: it scans the visible rows (roughly 50 ms per 100k rows on SQLite, 100 ms on
@@ -15,7 +20,7 @@ PostgreSQL; see bench/requests_table.py). A trigram index is the next step if it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -23,10 +28,11 @@ import sqlalchemy as sa
 from pydantic import Field, StringConstraints
 from sqlalchemy.orm import Session
 
-from webapp.services.access import Viewer, decides, may_cancel, visible_to
 from webapp.core.durations import describe
 from webapp.core.forms import FormModel
 from webapp.core.models import AccessRequest, Approval, RequestStatus, Resource, User
+from webapp.services.access import Viewer, decides, may_cancel, visible_to
+from webapp.services.identity import Principal
 
 PAGE_SIZE = 25
 MAX_PAGE = 10_000
@@ -89,37 +95,47 @@ class RequestQuery(FormModel):
 
 
 @dataclass(frozen=True)
-class TableRow:
+class RowActions:
+    """What one viewer may do on one request: approve or reject it, or cancel it."""
+
+    approve: bool = False
+    reject: bool = False
+    cancel: bool = False
+
+
+@dataclass(frozen=True)
+class RequestRow:
+    """One access request in a list, with what the viewer may do on it (`actions`; none
+    until `for_viewer` or `row_actions` says)."""
+
     id: int
+    url: str
     requester_id: int
     requester: str
     requester_email: str
     resource_id: int
     resource: str
     reason: str
-    duration_seconds: int | None
-    status: str
+    status: RequestStatus
+    duration: str  # as people read it: "8 hours", "permanent"
+    duration_seconds: int | None  # None: permanent
     created_at: datetime
     updated_at: datetime
+    pending_until: datetime | None
+    actions: RowActions = RowActions()
 
-    @property
-    def duration(self) -> str:
-        return describe(self.duration_seconds)
+    def for_viewer(self, actions: RowActions) -> RequestRow:
+        return replace(self, actions=actions)
 
 
-@dataclass(frozen=True)
-class RowActions:
-    """What one viewer may do on one row: approve or reject it, or cancel it."""
-
-    decide: bool = False
-    cancel: bool = False
+def request_url(request_id: int) -> str:
+    return f"/requests/{request_id}"
 
 
 @dataclass(frozen=True)
 class RequestTable:
     query: RequestQuery
-    rows: list[TableRow]
-    actions: dict[int, RowActions]
+    rows: list[RequestRow]
     page_size: int
     has_next: bool
     total: int
@@ -202,19 +218,30 @@ def _page_ids(session: Session, where: list[Any], query: RequestQuery, page_size
     return list(session.scalars(ids).all())
 
 
-def load_rows(session: Session, ids: list[int]) -> list[TableRow]:
-    """The rows with these ids, in the order given."""
+_ROW_COLUMNS = (AccessRequest.id, AccessRequest.requester_id, User.name, User.email, AccessRequest.resource_id,
+                Resource.name, AccessRequest.reason, AccessRequest.status, AccessRequest.duration_seconds,
+                AccessRequest.created_at, AccessRequest.updated_at, AccessRequest.pending_until)
+
+
+def _rows_query() -> sa.Select[Any]:
+    return (sa.select(*_ROW_COLUMNS)
+            .join(User, User.id == AccessRequest.requester_id)
+            .join(Resource, Resource.id == AccessRequest.resource_id))
+
+
+def _row(found: Any) -> RequestRow:
+    (request_id, requester_id, requester, email, resource_id, resource, reason, status, seconds, created, updated,
+     pending_until) = found
+    return RequestRow(request_id, request_url(request_id), requester_id, requester, email, resource_id, resource,
+                      reason, RequestStatus(status), describe(seconds), seconds, created, updated, pending_until)
+
+
+def load_rows(session: Session, ids: list[int]) -> list[RequestRow]:
+    """The rows with these ids, in the order given (without actions)."""
     if not ids:
         return []
-    found = session.execute(
-        sa.select(AccessRequest.id, AccessRequest.requester_id, User.name, User.email, AccessRequest.resource_id,
-                  Resource.name, AccessRequest.reason, AccessRequest.duration_seconds, AccessRequest.status,
-                  AccessRequest.created_at, AccessRequest.updated_at)
-        .join(User, User.id == AccessRequest.requester_id)
-        .join(Resource, Resource.id == AccessRequest.resource_id)
-        .where(AccessRequest.id.in_(ids))  # type: ignore[union-attr]
-    ).all()
-    by_id = {row.id: TableRow(*row) for row in found}
+    found = session.execute(_rows_query().where(AccessRequest.id.in_(ids))).all()  # type: ignore[union-attr]
+    by_id = {row[0]: _row(row) for row in found}
     return [by_id[i] for i in ids if i in by_id]
 
 
@@ -236,10 +263,10 @@ def load_table(session: Session, viewer: Viewer, query: RequestQuery, *, page_si
     """One page of the table as `viewer` sees it."""
     where = _conditions(viewer, query)
     ids = _page_ids(session, where, query, page_size)
-    rows = load_rows(session, ids[:page_size])
+    rows = with_actions(session, viewer, load_rows(session, ids[:page_size]))
     has_next = len(ids) > page_size
     total, capped = _total(session, where, query, page_size, len(rows), has_next)
-    return RequestTable(query=query, rows=rows, actions=row_actions(session, viewer, rows), page_size=page_size,
+    return RequestTable(query=query, rows=rows, page_size=page_size,
                         has_next=has_next, total=total, total_capped=capped)
 
 
@@ -248,19 +275,43 @@ def resource_choices(session: Session) -> list[tuple[int, str]]:
     return [(row.id, row.name) for row in session.execute(sa.select(Resource.id, Resource.name).order_by(Resource.name))]
 
 
-def row_actions(session: Session, viewer: Viewer, rows: list[TableRow]) -> dict[int, RowActions]:
-    """Per row, what the viewer may do: decide a pending request of a resource they approve
+def actions_for(principal: Principal, row: RequestRow, *, approves_resource: bool, has_approved: bool) -> RowActions:
+    """What `principal` may do on `row`: decide a pending request of a resource they approve
     (not their own, and not twice), or cancel their own pending request."""
+    decide = (row.status == RequestStatus.requested and not has_approved
+              and decides(principal, requester_id=row.requester_id, approves_resource=approves_resource))
+    return RowActions(approve=decide, reject=decide,
+                      cancel=may_cancel(principal, requester_id=row.requester_id, status=row.status))
+
+
+def with_actions(session: Session, viewer: Viewer, rows: list[RequestRow]) -> list[RequestRow]:
+    """The rows, each carrying what `viewer` may do on it."""
     principal = viewer.principal
     pending = [row.id for row in rows if row.status == RequestStatus.requested]
     approved = set(session.scalars(sa.select(Approval.request_id).where(
         Approval.approver_id == principal.id, Approval.counted,
         Approval.request_id.in_(pending))).all()) if pending else set()  # type: ignore[attr-defined]
-    return {
-        row.id: RowActions(
-            decide=row.status == RequestStatus.requested and row.id not in approved
-            and decides(principal, requester_id=row.requester_id, approves_resource=row.resource_id in viewer.approves),
-            cancel=may_cancel(principal, requester_id=row.requester_id, status=row.status),
-        )
-        for row in rows
-    }
+    return [row.for_viewer(actions_for(principal, row, approves_resource=row.resource_id in viewer.approves,
+                                       has_approved=row.id in approved)) for row in rows]
+
+
+# The personal lists ------------------------------------------------------------------------------
+
+def my_requests(session: Session, viewer: Viewer, *, limit: int = 200) -> list[RequestRow]:
+    """Everything the viewer asked for, newest first."""
+    query = (_rows_query().where(AccessRequest.requester_id == viewer.principal.id)
+             .order_by(AccessRequest.created_at.desc(), AccessRequest.id.desc()).limit(limit))  # type: ignore[attr-defined, union-attr]
+    return with_actions(session, viewer, [_row(found) for found in session.execute(query)])
+
+
+def waiting_for(session: Session, viewer: Viewer, *, limit: int = 200) -> list[RequestRow]:
+    """Pending requests the viewer may decide and has not approved yet, oldest first."""
+    principal = viewer.principal
+    query = _rows_query().where(AccessRequest.status == RequestStatus.requested,
+                                AccessRequest.requester_id != principal.id)
+    if not principal.is_admin:
+        query = query.where(AccessRequest.resource_id.in_(sorted(viewer.approves)))  # type: ignore[attr-defined]
+    already = sa.select(Approval.request_id).where(Approval.approver_id == principal.id, Approval.counted)
+    query = query.where(AccessRequest.id.not_in(already))  # type: ignore[union-attr]
+    query = query.order_by(AccessRequest.created_at, AccessRequest.id).limit(limit)
+    return with_actions(session, viewer, [_row(found) for found in session.execute(query)])

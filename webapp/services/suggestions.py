@@ -15,8 +15,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, aliased
 
-from webapp.services.access import grant_active
 from webapp.core.models import AccessRequest, Grant, RequestStatus, Resource, User
+from webapp.services.grants import grant_active
 
 LIMIT = 5
 

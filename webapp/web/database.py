@@ -1,4 +1,4 @@
-"""Database work from an endpoint: blocking ORM calls run in the thread pool, one session each."""
+"""Database work from an endpoint: one session, in a worker thread (webapp.core.db)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 T = TypeVar("T")
@@ -14,9 +14,12 @@ T = TypeVar("T")
 
 async def in_session(request: Request, work: Callable[[Session], T]) -> T:
     """Run `work` in a session of the app's database, off the event loop."""
+    return await request.app.state.db.in_session(work)  # type: ignore[no-any-return]
 
-    def run() -> T:
-        with request.app.state.db.session() as session:
-            return work(session)
 
-    return await run_in_threadpool(run)
+def row_or_404(session: Session, model: type[T], ident: int) -> T:
+    """The row of `model` with this primary key, or a 404 that names what is missing."""
+    row = session.get(model, ident)
+    if row is None:
+        raise HTTPException(404, f"No {model.__name__.lower()} with id {ident}.")
+    return row

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from webapp.core.errors import Refusal
 from webapp.core.forms import FormInvalid
 from webapp.web.rendering import is_htmx, render, wants_json
 
@@ -65,6 +66,12 @@ async def http_exception(request: Request, exc: Exception) -> Response:
     return error_response(request, exc.status_code, str(detail), dict(exc.headers or {}))
 
 
+async def refusal(request: Request, exc: Exception) -> Response:
+    """A rule said no (webapp.core.errors): its status and sentence, and the field at fault."""
+    assert isinstance(exc, Refusal)
+    return error_response(request, exc.status_code, str(exc), fields={exc.field: str(exc)} if exc.field else None)
+
+
 async def form_invalid(request: Request, exc: Exception) -> Response:
     """A form with no page of its own to show again: one message, and the fields for JSON."""
     assert isinstance(exc, FormInvalid)
@@ -76,4 +83,5 @@ async def server_error(request: Request, exc: Exception) -> Response:
     return error_response(request, 500, "The server hit an error; it has been logged.")
 
 
-EXCEPTION_HANDLERS = {HTTPException: http_exception, FormInvalid: form_invalid, Exception: server_error}
+EXCEPTION_HANDLERS = {HTTPException: http_exception, Refusal: refusal, FormInvalid: form_invalid,
+                      Exception: server_error}

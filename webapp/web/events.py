@@ -18,8 +18,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from webapp.services.identity import Principal
 from webapp.live.feed import FeedEvent, load_events
+from webapp.services.identity import Principal
 from webapp.services.overview import Counters
 from webapp.web.live_messages import COUNTED, messages
 from webapp.web.rendering import render_block, request_context

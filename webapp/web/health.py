@@ -9,13 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from dbos import DBOS
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from webapp.workflows.runtime import dbos_is_launched
+from webapp.core.background import in_thread
 from webapp.web.security import Access, guarded_route
+from webapp.workflows import runtime
 
 log = logging.getLogger(__name__)
 CHECK_TIMEOUT_SECONDS = 5.0
@@ -27,13 +26,11 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def _check_database(request: Request) -> None:
-    await run_in_threadpool(request.app.state.db.ping)
+    await in_thread(request.app.state.db.ping)
 
 
 async def _check_dbos(request: Request) -> None:
-    if not dbos_is_launched():
-        raise RuntimeError("DBOS is not launched")
-    await DBOS.list_workflows_async(limit=1, load_input=False, load_output=False)
+    await runtime.ping()
 
 
 async def readyz(request: Request) -> JSONResponse:

@@ -12,16 +12,16 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from webapp.services.access import requestable_resources, viewer
 from webapp.core.models import utcnow
+from webapp.services.access import requestable_resources, viewer
 from webapp.services.overview import load_counters
 from webapp.services.request_table import RequestQuery, load_table
 from webapp.services.suggestions import suggestions_for
-from webapp.web.rendering import render, wants_json
-from webapp.web.requests.table import table_view
-from webapp.web.requests.pages import request_form_context
-from webapp.web.security import Access, current_principal, guarded_route
 from webapp.web.database import in_session
+from webapp.web.rendering import render, wants_json
+from webapp.web.requests.submit import request_form_context
+from webapp.web.requests.table import table_view
+from webapp.web.security import Access, current_principal, guarded_route
 
 
 async def home(request: Request) -> Response:

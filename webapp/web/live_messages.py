@@ -25,14 +25,13 @@ from typing import Any
 from jinja2 import Environment
 from sse_starlette import ServerSentEvent
 
-from webapp.services.access import decides, may_cancel
-from webapp.services.identity import Principal
 from webapp.live.feed import FeedEvent
-from webapp.core.models import RequestStatus
-from webapp.services.request_table import RowActions
+from webapp.services.audit import Action
+from webapp.services.identity import Principal
+from webapp.services.request_table import RowActions, actions_for
 
 # Events after which the dashboard counters may have moved.
-COUNTED = ("request.", "grant.")
+COUNTED = ("request.", "grant.")  # the prefixes of Action names
 # Stands for the viewer's CSRF token in shared HTML (tokens are URL-safe: no escaping differs).
 CSRF_SLOT = "__gatehouse_csrf_slot__"
 
@@ -44,14 +43,9 @@ class Toast:
 
 
 def row_actions(event: FeedEvent, principal: Principal) -> RowActions:
-    row = event.row
-    assert row is not None
-    pending = row.status == RequestStatus.requested
-    return RowActions(
-        decide=pending and principal.id not in event.approved_by
-        and decides(principal, requester_id=row.requester_id, approves_resource=principal.id in event.approvers),
-        cancel=may_cancel(principal, requester_id=row.requester_id, status=row.status),
-    )
+    assert event.row is not None
+    return actions_for(principal, event.row, approves_resource=principal.id in event.approvers,
+                       has_approved=principal.id in event.approved_by)
 
 
 def toast_for(event: FeedEvent, principal: Principal) -> Toast | None:
@@ -61,20 +55,20 @@ def toast_for(event: FeedEvent, principal: Principal) -> Toast | None:
         return None
     mine = row.requester_id == principal.id
     label = f"Request #{row.id} for {row.resource}"
-    if event.action == "request.submitted" and principal.id in event.approvers and not mine:
+    if event.action == Action.REQUEST_SUBMITTED and principal.id in event.approvers and not mine:
         return Toast("info", f"New request #{row.id}: {row.requester} asks for {row.resource}.")
-    if event.action == "request.canceled" and principal.id in event.approvers and not mine:
+    if event.action == Action.REQUEST_CANCELED and principal.id in event.approvers and not mine:
         return Toast("info", f"{label} was withdrawn by {row.requester}.")
     if not mine:
         return None
     return {
-        "request.approved": Toast("ok", f"{label} was approved."),
-        "request.auto_approved": Toast("ok", f"{label} was approved automatically."),
-        "request.rejected": Toast("error", f"{label} was rejected."),
-        "request.expired": Toast("info", f"{label} expired without a decision."),
-        "request.failed": Toast("error", f"{label} failed; the administrators can see why."),
-        "grant.expiring": Toast("info", f"Your access to {row.resource} ends within a day."),
-        "grant.revoked": Toast("info", f"Your access to {row.resource} has ended."),
+        Action.REQUEST_APPROVED: Toast("ok", f"{label} was approved."),
+        Action.REQUEST_AUTO_APPROVED: Toast("ok", f"{label} was approved automatically."),
+        Action.REQUEST_REJECTED: Toast("error", f"{label} was rejected."),
+        Action.REQUEST_EXPIRED: Toast("info", f"{label} expired without a decision."),
+        Action.REQUEST_FAILED: Toast("error", f"{label} failed; the administrators can see why."),
+        Action.GRANT_EXPIRING: Toast("info", f"Your access to {row.resource} ends within a day."),
+        Action.GRANT_REVOKED: Toast("info", f"Your access to {row.resource} has ended."),
     }.get(event.action)
 
 
@@ -83,10 +77,10 @@ def messages(env: Environment, context: dict[str, Any], event: FeedEvent, princi
     out: list[ServerSentEvent] = []
     if event.row is not None:
         actions = row_actions(event, principal)
-        row_html = _shared(env, event, ("row", actions), "row", actions=actions)
+        row_html = _shared(env, event, ("row", actions), "row", row=event.row.for_viewer(actions))
         row_html = row_html.replace(CSRF_SLOT, context.get("csrf_token", ""))
         out.append(ServerSentEvent(data=row_html, event=f"row-{event.row.id}"))
-        if event.action == "request.submitted":
+        if event.action == Action.REQUEST_SUBMITTED:
             out.append(ServerSentEvent(data=row_html, event="new-row"))
         toast = toast_for(event, principal)
         if toast is not None:

@@ -26,8 +26,8 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from webapp.services import identity as auth
 from webapp.core.models import utcnow
+from webapp.services import identity
 from webapp.web.errors import error_response
 from webapp.web.rendering import is_htmx, wants_fragment, wants_json
 
@@ -70,9 +70,9 @@ def guarded_route(
     return Route(path, guard, methods=list(methods), name=name or endpoint.__name__)
 
 
-def current_principal(request: Request) -> auth.Principal:
+def current_principal(request: Request) -> identity.Principal:
     """The signed-in principal of a guarded, non-public route."""
-    principal: auth.Principal | None = getattr(request.state, "principal", None)
+    principal: identity.Principal | None = getattr(request.state, "principal", None)
     if principal is None:  # pragma: no cover - the guard makes this unreachable
         raise HTTPException(401)
     return principal
@@ -82,15 +82,15 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def _authenticate(request: Request) -> auth.Principal | None:
+async def _authenticate(request: Request) -> identity.Principal | None:
     settings = request.app.state.settings
     authorization = request.headers.get("authorization", "")
     if authorization.lower().startswith("bearer "):
         secret = authorization[7:].strip()
 
-        def by_token() -> auth.Principal | None:
+        def by_token() -> identity.Principal | None:
             with request.app.state.db.session() as session:
-                return auth.principal_for_token(session, secret, now=utcnow())
+                return identity.principal_for_token(session, secret, now=utcnow())
 
         principal = await run_in_threadpool(by_token)
         if principal is None:
@@ -101,9 +101,9 @@ async def _authenticate(request: Request) -> auth.Principal | None:
     if not token or len(token) > 128:
         return None
 
-    def by_session() -> auth.Principal | None:
+    def by_session() -> identity.Principal | None:
         with request.app.state.db.session() as session:
-            return auth.principal_for_session(session, settings, token, now=utcnow())
+            return identity.principal_for_session(session, settings, token, now=utcnow())
 
     return await run_in_threadpool(by_session)
 

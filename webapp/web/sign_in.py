@@ -9,9 +9,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from webapp.services import identity as auth
 from webapp.core.forms import FormInvalid, FormModel, parse_form, safe_next
 from webapp.core.models import utcnow
+from webapp.services import identity
 from webapp.web.rendering import render
 from webapp.web.security import (
     SESSION_COOKIE,
@@ -53,25 +53,25 @@ async def login(request: Request) -> Response:
     settings = request.app.state.settings
     previous = request.cookies.get(SESSION_COOKIE)
 
-    def attempt() -> str | auth.SignInError:
+    def attempt() -> str | identity.SignInError:
         with request.app.state.db.session() as session:
             try:
-                _principal, token = auth.sign_in(
+                _principal, token = identity.sign_in(
                     session, settings, email=form.email, password=form.password, ip=client_ip(request),
                     user_agent=request.headers.get("user-agent", ""), now=utcnow(),
                 )
-            except auth.SignInError as refused:
+            except identity.SignInError as refused:
                 return refused  # returned, not raised: the failed attempt and its audit row commit
             if previous:
-                auth.sign_out(session, previous, None)  # rotation: the old session id dies here
+                identity.sign_out(session, previous, None)  # rotation: the old session id dies here
             return token
 
     values = {"email": form.email, "next": form.next}
     outcome = await run_in_threadpool(attempt)
-    if isinstance(outcome, auth.SignInThrottled):
+    if isinstance(outcome, identity.SignInThrottled):
         return _form_page(request, status_code=429, error=str(outcome), values=values,
                           headers={"Retry-After": str(outcome.retry_after)})
-    if isinstance(outcome, auth.SignInError):
+    if isinstance(outcome, identity.SignInError):
         return _form_page(request, status_code=422, error=str(outcome), values=values)
     token = outcome
 
@@ -90,7 +90,7 @@ async def logout(request: Request) -> Response:
 
     def end() -> None:
         with request.app.state.db.session() as session:
-            auth.sign_out(session, token or "", request.state.principal)
+            identity.sign_out(session, token or "", request.state.principal)
 
     await run_in_threadpool(end)
     response = RedirectResponse("/login", status_code=303)

@@ -1,17 +1,38 @@
-"""Durable workflows, and the queues and schedules they run on.
+"""Every durable workflow, queue and schedule, and starting them in a process.
 
-Importing this package registers every workflow with DBOS, which must happen before
-launch so that recovery finds them.
+Importing this package registers every workflow with DBOS (each module below declares its
+own), which must happen before launch so that recovery finds them. `start` launches DBOS
+for this process with the app's datasource bound and the notification channels
+configured; `register` stores the queues' limits and the schedules (both idempotent, at
+every start); `stop` lets running work finish within a grace period.
+
+    access         one workflow per access request; an early revoke
+    notifications  one delivery workflow per message and channel
+    imports        bulk people imports: a parent per run, a child per chunk
+    batches        operator batches of access requests
+    sweep          the schedule that expires orphaned requests and announces ending grants
+    control        operator actions on workflows and schedules (cancel, resume, fork, ...)
+    inspect        what DBOS runs, read for the operations console
+    heartbeat      each process's heartbeat row
+    runtime        DBOS's lifecycle, and the only use of its private API
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from dbos import DBOS
+
 from webapp.config import Settings
-from webapp.workflows.sweep import schedule as sweep_schedule
-from webapp.workflows.sweep import sweep_workflow
+from webapp.core.db import Database
+from webapp.workflows import access, batches, imports, notifications, runtime, sweep
+from webapp.workflows.datasource import datasource
+
+__all__ = ["QueueSpec", "queue_specs", "register", "schedule_specs", "start", "stop"]
+
+WORKFLOW_MODULES = (access, batches, imports, notifications, sweep)  # each registers its workflows
 
 
 @dataclass(frozen=True)
@@ -21,34 +42,53 @@ class QueueSpec:
     limiter: Any = None  # {"limit": n, "period": seconds} or None
 
 
+def _limited(name: str, concurrency: int, limit: int, period: float) -> QueueSpec:
+    return QueueSpec(name, concurrency, {"limit": limit, "period": period})
+
+
 def queue_specs(settings: Settings) -> list[QueueSpec]:
     """Every queue the app uses, with limits from the settings."""
     return [
-        QueueSpec(
-            "slack",
-            settings.slack_concurrency,
-            {"limit": settings.slack_rate_limit, "period": settings.slack_rate_period},
-        ),
-        QueueSpec(
-            "email",
-            settings.email_concurrency,
-            {"limit": settings.email_rate_limit, "period": settings.email_rate_period},
-        ),
-        QueueSpec("outbox", settings.outbox_concurrency),
-        QueueSpec(
-            "requests",
-            settings.batch_concurrency,
-            {"limit": settings.batch_rate_limit, "period": settings.batch_rate_period},
-        ),
-        QueueSpec(
-            "import",
-            settings.import_concurrency,
-            {"limit": settings.import_rate_limit, "period": settings.import_rate_period},
-        ),
+        _limited(notifications.SLACK.queue_name, settings.slack_concurrency, settings.slack_rate_limit,
+                 settings.slack_rate_period),
+        _limited(notifications.EMAIL.queue_name, settings.email_concurrency, settings.email_rate_limit,
+                 settings.email_rate_period),
+        QueueSpec(notifications.OUTBOX.queue_name, settings.outbox_concurrency),
+        _limited(batches.QUEUE, settings.batch_concurrency, settings.batch_rate_limit, settings.batch_rate_period),
+        _limited(imports.QUEUE, settings.import_concurrency, settings.import_rate_limit, settings.import_rate_period),
     ]
 
 
 def schedule_specs(settings: Settings) -> list[Any]:
     """Every DBOS schedule; applied atomically at each start, so edits take effect."""
-    return [{"schedule_name": "sweep", "workflow_fn": sweep_workflow,
-             "schedule": sweep_schedule(settings.sweep_interval_seconds)}]
+    return [{"schedule_name": "sweep", "workflow_fn": sweep.sweep_workflow,
+             "schedule": sweep.schedule(settings.sweep_interval_seconds)}]
+
+
+def start(settings: Settings, database: Database, *, queues: Iterable[str] | None = None) -> None:
+    """Launch DBOS for this process over `database`; `queues`: dequeue only from these
+    (the import CLI takes import chunks, never the server's work)."""
+
+    def prepare() -> None:
+        datasource.bind(database)
+        notifications.configure_channels(settings)
+
+    runtime.launch(settings, prepare=prepare, queues=queues)
+
+
+def register(settings: Settings, *, only: Iterable[str] | None = None) -> None:
+    """Store the queues' limits (all, or `only` these) and, for the whole app, the schedules.
+    Blocking: from async code, call it in a worker thread."""
+    wanted = None if only is None else set(only)
+    for queue in queue_specs(settings):
+        if wanted is None or queue.name in wanted:
+            DBOS.register_queue(queue.name, worker_concurrency=queue.worker_concurrency, limiter=queue.limiter,
+                                polling_interval_sec=settings.queue_polling_interval, on_conflict="always_update")
+    if wanted is None:
+        DBOS.apply_schedules(schedule_specs(settings))
+
+
+def stop(*, grace_seconds: float) -> None:
+    """Let running workflows go on for `grace_seconds`, then release DBOS and the datasource."""
+    runtime.stop(grace_seconds=grace_seconds)
+    datasource.unbind()

@@ -1,7 +1,8 @@
-"""The access-request workflow: one durable workflow per request.
+"""The access-request workflow: one durable workflow per request, and the operations the
+pages use to start it, send it decisions and revoke a grant.
 
     access_request_workflow(submission)
-      1. record_request        transaction: the request and its audit event, or "duplicate"
+      1. record_request        transaction: the request and its audit event, or "refused"
       2. auto-approve, or notify the approvers and wait: DBOS.recv("decision") until the
          pending TTL; each message goes through apply_decision (a transaction), which
          counts distinct approvals, lets one rejection end it, lets the requester cancel,
@@ -12,45 +13,59 @@
     revoke_grant_workflow(grant_id, ...)
       an early revoke: end_grant, tell the holder, wake the access workflow if it waits
 
-Every state change and its audit event commit in one datasource transaction, whose
-result DBOS records in that same transaction: a replay after a crash reads the result
-instead of writing again. Workflow inputs and step results are plain dicts.
+Every state change (webapp.services.access_changes) and its audit event commit in one
+datasource transaction, whose result DBOS records in that same transaction: a replay
+after a crash reads the result instead of writing again. Inputs and step results are
+typed dicts (webapp.services.access), which DBOS records as they are.
+
+The pages call `submit`, `decide` and `revoke`: the topics, events and workflow ids are
+this module's business alone.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime, timedelta
-from typing import Any
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
-import sqlalchemy as sa
 from dbos import DBOS
-from dbos._error import DBOSWorkflowCancelledError
 
-from webapp.services.audit import record_event
-from webapp.core.db import datasource
-from webapp.core.durations import allowed, describe
-from webapp.core.models import (
-    AccessRequest,
-    Approval,
-    Decision,
-    ErrorRecord,
-    Grant,
-    RequestStatus,
-    Resource,
-    ResourceApprover,
-    Role,
-    User,
-    utcnow,
+from webapp.config import Settings
+from webapp.core.background import in_thread
+from webapp.core.db import Database
+from webapp.core.durations import describe
+from webapp.core.errors import NotAnsweredYet
+from webapp.core.models import RequestStatus
+from webapp.services import access_changes as changes
+from webapp.services.access import (
+    AccessError,
+    DecisionKind,
+    DecisionMessage,
+    DecisionOutcome,
+    GrantFacts,
+    MessageFacts,
+    Refused,
+    RequestFacts,
+    Submission,
+    check_decision,
+    check_revoke,
+    prepare_submission,
+    request_id_for_workflow,
 )
+from webapp.services.identity import Principal
+from webapp.services.notifications import Message
 from webapp.workflows.control import fork_label
-from webapp.workflows.notifications import Message, request_link, send_notifications
+from webapp.workflows.datasource import datasource
+from webapp.workflows.notifications import request_link, send_notifications
+from webapp.workflows.runtime import WorkflowCancelled, is_known, start_workflow
 
 log = logging.getLogger(__name__)
 DECISION_TOPIC = "decision"
 REVOKE_TOPIC = "revoke"
 RECORDED_EVENT = "recorded"
+ANSWER_SECONDS = 10.0  # how long a page waits for the workflow to say what it did
 
 
 def message_event(message_id: str) -> str:
@@ -63,245 +78,54 @@ def request_workflow_id(requester_id: int, form_key: str) -> str:
     return f"request-{requester_id}-{form_key}"
 
 
-# Transactions ------------------------------------------------------------------------------
+# Transactions: each state change with DBOS's record of it ---------------------------------
 
-def _session() -> Any:
-    return datasource.session()
-
-
-def _request(session: Any, request_id: int) -> AccessRequest:
-    """The request row, locked until commit: its transitions never interleave."""
-    request = session.get(AccessRequest, request_id, with_for_update=True)
-    if request is None:
-        raise LookupError(f"access request {request_id} does not exist")
-    return request
-
-
-def _approver_ids(session: Any, resource_id: int) -> set[int]:
-    return set(session.scalars(sa.select(ResourceApprover.user_id).where(ResourceApprover.resource_id == resource_id)))
+@datasource.transaction()
+def record_request(submission: Submission) -> RequestFacts | Refused:
+    return changes.record_request(datasource.session(), submission, workflow_id=DBOS.workflow_id or "")
 
 
 @datasource.transaction()
-def record_request(submission: dict[str, Any]) -> dict[str, Any]:
-    """Insert the request (status requested) with its audit event; refuse a second pending
-    request by the same person for the same resource. Returns the facts later steps need."""
-    session = _session()
-    # Locking the requester serialises their submissions, so two cannot both pass the
-    # duplicate check below.
-    requester = session.get(User, submission["requester_id"], with_for_update=True)
-    resource = session.get(Resource, submission["resource_id"])
-    if requester is None or resource is None or not requester.active:
-        return {"refused": "The requester or the resource no longer exists."}
-    duplicate = session.scalar(
-        sa.select(AccessRequest.id).where(
-            AccessRequest.requester_id == requester.id, AccessRequest.resource_id == resource.id,
-            AccessRequest.status == RequestStatus.requested,
-        )
-    )
-    if duplicate is not None:
-        return {"refused": f"You already have a pending request for {resource.name}.", "duplicate_of": duplicate}
-    if not allowed(submission["duration_seconds"], resource.max_duration_seconds):
-        return {"refused": f"{resource.name} grants at most {describe(resource.max_duration_seconds)}."}
-    now = utcnow()
-    request = AccessRequest(
-        requester_id=requester.id, resource_id=resource.id, reason=submission["reason"],  # type: ignore[arg-type]
-        duration_seconds=submission["duration_seconds"], status=RequestStatus.requested,
-        workflow_id=DBOS.workflow_id, created_at=now, updated_at=now,  # type: ignore[arg-type]
-        pending_until=now + timedelta(seconds=resource.pending_ttl_seconds),
-    )
-    session.add(request)
-    session.flush()
-    record_event(session, actor=requester.email, actor_id=requester.id, action="request.submitted",
-                 subject=f"request:{request.id}",
-                 details={"resource": resource.name, "duration": describe(request.duration_seconds),
-                          "reason": request.reason})
-    approvers = session.scalars(
-        sa.select(User.email).join(ResourceApprover, ResourceApprover.user_id == User.id)
-        .where(ResourceApprover.resource_id == resource.id, User.active, User.id != requester.id)
-        .order_by(User.email)
-    ).all()
-    return {
-        "request_id": request.id,
-        "requester": requester.email,
-        "requester_name": requester.name,
-        "resource": resource.name,
-        "reason": request.reason,
-        "duration_seconds": request.duration_seconds,
-        "auto_approve": resource.auto_approve,
-        "approvals_required": resource.approvals_required,
-        "approvers": list(approvers),
-        "pending_until": request.pending_until.timestamp(),  # type: ignore[union-attr]
-        "reminder": submission["reminder"],
-    }
-
-
-def _may_decide(session: Any, request: AccessRequest, actor: User | None) -> str | None:
-    """Why `actor` may not approve or reject this request, or None when they may."""
-    if actor is None or not actor.active:
-        return "unknown or inactive approver"
-    if actor.id == request.requester_id:
-        return "an approver cannot decide on their own request"
-    if actor.role != Role.admin and actor.id not in _approver_ids(session, request.resource_id):
-        return "not an approver of this resource"
-    return None
-
-
-@datasource.transaction()
-def apply_decision(request_id: int, message: dict[str, Any]) -> dict[str, Any]:
-    """Apply one decision message. The first decisive message wins; late, repeated or
-    unauthorised ones are recorded (approvals with counted=False) and change nothing."""
-    session = _session()
-    request = _request(session, request_id)
-    actor = session.get(User, message.get("actor_id"))
-    kind = message.get("kind")
-    comment = str(message.get("comment") or "")[:1000]
-    subject = f"request:{request_id}"
-    actor_name = actor.email if actor else "unknown"
-    required = session.scalar(sa.select(Resource.approvals_required).where(Resource.id == request.resource_id)) or 1
-
-    def outcome(applied: bool, note: str = "") -> dict[str, Any]:
-        counted = session.scalar(
-            sa.select(sa.func.count(sa.distinct(Approval.approver_id))).where(
-                Approval.request_id == request_id, Approval.decision == Decision.approve, Approval.counted
-            )
-        ) or 0
-        return {"status": request.status, "applied": applied, "note": note, "approvals": counted, "required": required}
-
-    def ignored(note: str) -> dict[str, Any]:
-        if kind in (Decision.approve, Decision.reject) and actor is not None:
-            session.add(Approval(request_id=request_id, approver_id=actor.id, decision=kind,  # type: ignore[arg-type]
-                                 comment=comment, counted=False))
-        record_event(session, actor=actor_name, actor_id=actor.id if actor else None, action="decision.ignored",
-                     subject=subject, details={"kind": kind, "why": note})
-        return outcome(False, note)
-
-    if request.status != RequestStatus.requested:
-        return ignored(f"the request is already {request.status}")
-    now = utcnow()
-    if kind == "cancel":
-        if actor is None or actor.id != request.requester_id:
-            return ignored("only the requester can cancel")
-        request.status, request.decided_at, request.decided_by_id, request.updated_at = (
-            RequestStatus.canceled, now, actor.id, now)
-        record_event(session, actor=actor.email, actor_id=actor.id, action="request.canceled", subject=subject)
-        return outcome(True)
-    if kind not in (Decision.approve, Decision.reject):
-        return ignored(f"unknown decision {kind!r}")
-    refusal = _may_decide(session, request, actor)
-    if refusal:
-        return ignored(refusal)
-    assert actor is not None
-    if kind == Decision.reject:
-        session.add(Approval(request_id=request_id, approver_id=actor.id, decision=kind, comment=comment))  # type: ignore[arg-type]
-        request.status, request.decided_at, request.decided_by_id, request.updated_at = (
-            RequestStatus.rejected, now, actor.id, now)
-        record_event(session, actor=actor.email, actor_id=actor.id, action="request.rejected", subject=subject,
-                     details={"comment": comment})
-        return outcome(True)
-    already = session.scalar(sa.select(Approval.id).where(
-        Approval.request_id == request_id, Approval.approver_id == actor.id, Approval.counted))
-    if already is not None:
-        return ignored("this approver has already approved")
-    session.add(Approval(request_id=request_id, approver_id=actor.id, decision=kind, comment=comment))  # type: ignore[arg-type]
-    session.flush()
-    result = outcome(True)
-    if result["approvals"] >= required:
-        request.status, request.decided_at, request.decided_by_id, request.updated_at = (
-            RequestStatus.approved, now, actor.id, now)
-        record_event(session, actor=actor.email, actor_id=actor.id, action="request.approved", subject=subject,
-                     details={"approvals": result["approvals"], "required": required, "comment": comment})
-        result["status"] = request.status
-    else:
-        request.updated_at = now
-        record_event(session, actor=actor.email, actor_id=actor.id, action="request.approval_recorded",
-                     subject=subject, details={"approvals": result["approvals"], "required": required})
-    return result
+def apply_decision(request_id: int, message: DecisionMessage) -> DecisionOutcome:
+    return changes.apply_decision(datasource.session(), request_id, message)
 
 
 @datasource.transaction()
 def approve_automatically(request_id: int) -> str:
-    session = _session()
-    request = _request(session, request_id)
-    if request.status == RequestStatus.requested:
-        now = utcnow()
-        request.status, request.decided_at, request.updated_at = RequestStatus.approved, now, now
-        record_event(session, actor="workflow", action="request.auto_approved", subject=f"request:{request_id}")
-    return request.status
+    return changes.approve_automatically(datasource.session(), request_id)
 
 
 @datasource.transaction()
 def expire_request(request_id: int) -> str:
-    """The pending TTL passed without a decision (a no-op if something else ended it)."""
-    session = _session()
-    request = _request(session, request_id)
-    if request.status == RequestStatus.requested:
-        request.status = RequestStatus.expired
-        request.updated_at = request.decided_at = utcnow()
-        record_event(session, actor="workflow", action="request.expired", subject=f"request:{request_id}")
-    return request.status
+    return changes.expire_request(datasource.session(), request_id)
 
 
 @datasource.transaction()
-def create_grant(request_id: int) -> dict[str, Any]:
-    session = _session()
-    request = _request(session, request_id)
-    existing = session.scalar(sa.select(Grant).where(Grant.request_id == request_id))
-    if existing is not None:  # defensive: the unique request_id already forbids a second grant
-        grant = existing
-    else:
-        now = utcnow()
-        expires = now + timedelta(seconds=request.duration_seconds) if request.duration_seconds else None
-        grant = Grant(request_id=request_id, user_id=request.requester_id, resource_id=request.resource_id,
-                      granted_at=now, expires_at=expires, granted_by_workflow=DBOS.workflow_id)
-        session.add(grant)
-        session.flush()
-        record_event(session, actor="workflow", action="grant.created", subject=f"grant:{grant.id}",
-                     details={"request": request_id, "user": request.requester_id,
-                              "expires_at": expires.isoformat() if expires else None})
-    return {"grant_id": grant.id, "expires_at": grant.expires_at.timestamp() if grant.expires_at else None}
+def create_grant(request_id: int) -> GrantFacts:
+    return changes.create_grant(datasource.session(), request_id, workflow_id=DBOS.workflow_id)
 
 
 @datasource.transaction()
 def end_grant(grant_id: int, reason: str, actor_id: int | None = None, note: str = "") -> bool:
-    """Revoke the grant now; False if it was already revoked (by the other path)."""
-    session = _session()
-    grant = session.get(Grant, grant_id, with_for_update=True)  # expiry and early revoke may race
-    if grant is None or grant.revoked_at is not None:
-        return False
-    now = utcnow()
-    grant.revoked_at, grant.revoked_by_workflow, grant.revoked_by_id = now, DBOS.workflow_id, actor_id
-    actor = session.get(User, actor_id) if actor_id else None
-    if grant.request_id is not None:
-        request = _request(session, grant.request_id)
-        request.status, request.updated_at = RequestStatus.revoked, now
-    record_event(session, actor=actor.email if actor else "workflow", actor_id=actor_id, action="grant.revoked",
-                 subject=f"grant:{grant_id}", details={"request": grant.request_id, "reason": reason, "note": note})
-    return True
+    return changes.end_grant(datasource.session(), grant_id, reason, workflow_id=DBOS.workflow_id,
+                             actor_id=actor_id, note=note)
 
 
 @datasource.transaction()
 def record_failure(request_id: int, error_type: str, error_message: str) -> None:
-    """The request shows the failure instead of hanging; the error log has the details."""
-    session = _session()
-    request = _request(session, request_id)
-    request.status, request.updated_at = RequestStatus.failed, utcnow()
-    request.error = f"{error_type}: {error_message}"[:2000]
-    session.add(ErrorRecord(source="workflow.access", workflow_id=DBOS.workflow_id, request_id=request_id,
-                            message={"error_type": error_type, "message": error_message[:4000],
-                                     "request_id": request_id}))
-    record_event(session, actor="workflow", action="request.failed", subject=f"request:{request_id}",
-                 details={"error_type": error_type})
+    changes.record_failure(datasource.session(), request_id, error_type, error_message,
+                           workflow_id=DBOS.workflow_id)
 
 
 # Messages ----------------------------------------------------------------------------------
 
-def _message(facts: dict[str, Any], event: str, recipient: str, subject: str, body: str) -> Message:
+def _message(facts: MessageFacts, event: str, recipient: str, subject: str, body: str) -> Message:
     request_id = facts["request_id"]
     return Message(request_id=request_id, event=event, recipient=recipient, subject=subject, body=body,
                    link=request_link(request_id), run=fork_label(DBOS.workflow_id))
 
 
-def _ask_approvers(facts: dict[str, Any]) -> None:
+def _ask_approvers(facts: RequestFacts) -> None:
     subject = f"{facts['requester_name']} requests {facts['resource']}"
     body = (f"{facts['requester_name']} ({facts['requester']}) asks for {facts['resource']} "
             f"for {describe(facts['duration_seconds'])}.\n\nReason: {facts['reason']}")
@@ -309,7 +133,7 @@ def _ask_approvers(facts: dict[str, Any]) -> None:
                         for approver in facts["approvers"]])
 
 
-def _tell_requester(facts: dict[str, Any], event: str, subject: str, body: str) -> None:
+def _tell_requester(facts: MessageFacts, event: str, subject: str, body: str) -> None:
     send_notifications([_message(facts, event, facts["requester"], subject, body)])
 
 
@@ -319,7 +143,7 @@ def _tell_requester(facts: dict[str, Any], event: str, subject: str, body: str) 
 # attempt: DBOS's default limit (100) would one day dead-letter a sleeping grant, which
 # would then never be revoked. Its steps are small transactions, not a crash risk.
 @DBOS.workflow(max_recovery_attempts=None)
-def access_request_workflow(submission: dict[str, Any]) -> str:
+def access_request_workflow(submission: Submission) -> str:
     facts = record_request(submission)
     if "refused" in facts or not facts["auto_approve"]:
         DBOS.set_event(RECORDED_EVENT, facts)  # the submitting page can show the request now
@@ -330,7 +154,7 @@ def access_request_workflow(submission: dict[str, Any]) -> str:
         if status == RequestStatus.approved:
             _hold_grant(facts)
         return status
-    except DBOSWorkflowCancelledError:
+    except WorkflowCancelled:
         raise
     except Exception as exc:
         log.exception("access request %s failed", facts["request_id"])
@@ -338,7 +162,7 @@ def access_request_workflow(submission: dict[str, Any]) -> str:
         raise
 
 
-def _wait_for_decision(facts: dict[str, Any]) -> str:
+def _wait_for_decision(facts: RequestFacts) -> str:
     request_id = facts["request_id"]
     if facts["auto_approve"]:
         return approve_automatically(request_id)
@@ -361,14 +185,14 @@ def _wait_for_decision(facts: dict[str, Any]) -> str:
             return result["status"]
 
 
-def _announce(facts: dict[str, Any], status: str, message: dict[str, Any]) -> None:
+def _announce(facts: RequestFacts, status: str, message: DecisionMessage) -> None:
     comment = str(message.get("comment") or "").strip()
     if status == RequestStatus.rejected:
         _tell_requester(facts, "request.rejected", f"Your request for {facts['resource']} was rejected",
                         f"Your request for {facts['resource']} was rejected." + (f"\n\nReason: {comment}" if comment else ""))
 
 
-def _hold_grant(facts: dict[str, Any]) -> None:
+def _hold_grant(facts: RequestFacts) -> None:
     grant = create_grant(facts["request_id"])
     if facts["auto_approve"]:
         DBOS.set_event(RECORDED_EVENT, facts)  # answered once granted: the page shows the access
@@ -396,7 +220,7 @@ def _hold_grant(facts: dict[str, Any]) -> None:
 
 @DBOS.workflow()
 def revoke_grant_workflow(grant_id: int, actor_id: int, note: str, access_workflow_id: str | None,
-                          facts: dict[str, Any]) -> bool:
+                          facts: MessageFacts) -> bool:
     """An early revoke: end the grant, tell the holder, and wake the access workflow."""
     revoked = end_grant(grant_id, "revoked early", actor_id, note)
     if revoked:
@@ -406,3 +230,74 @@ def revoke_grant_workflow(grant_id: int, actor_id: int, note: str, access_workfl
     if access_workflow_id:
         DBOS.send(access_workflow_id, {"grant_id": grant_id}, REVOKE_TOPIC)
     return revoked
+
+
+# What the pages call -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Submitted:
+    request_id: int
+    workflow_id: str
+
+
+async def find_submission(database: Database, requester_id: int, form_key: str) -> Submitted | None:
+    """The request this form (by its key) already made, if any: a form sent twice shows it."""
+    workflow_id = request_workflow_id(requester_id, form_key)
+    found = await database.in_session(lambda s: request_id_for_workflow(s, workflow_id))
+    return None if found is None else Submitted(found, workflow_id)
+
+
+async def submit(database: Database, settings: Settings, requester: Principal, *, resource_id: int, duration: str,
+                 reason: str, form_key: str) -> Submitted:
+    """Start the request's workflow (once per form key) and wait until it recorded the request.
+
+    AccessError (422, naming the field) when the submission is refused; NotAnsweredYet when
+    the workflow did not record it within ANSWER_SECONDS."""
+    workflow_id = request_workflow_id(requester.id, form_key)
+    try:
+        submission = await database.in_session(lambda s: prepare_submission(
+            s, settings, requester, resource_id=resource_id, duration=duration, reason=reason))
+    except AccessError:
+        # A resent form whose workflow recorded the request in the meantime is not a duplicate.
+        resent = await find_submission(database, requester.id, form_key)
+        if resent is not None:
+            return resent
+        raise
+    await start_workflow(workflow_id, access_request_workflow, submission)
+    recorded = await DBOS.get_event_async(workflow_id, RECORDED_EVENT, timeout_seconds=ANSWER_SECONDS)
+    if recorded is None:
+        raise NotAnsweredYet("The request was accepted but is not recorded yet; see My requests shortly.")
+    if "refused" in recorded:
+        raise AccessError(422, recorded["refused"], "resource_id")
+    return Submitted(recorded["request_id"], workflow_id)
+
+
+async def decide(database: Database, principal: Principal, request_id: int, kind: DecisionKind,
+                 comment: str = "") -> DecisionOutcome:
+    """Send a decision (approve, reject, cancel) to the request's workflow and return what it did.
+
+    AccessError: 404 (not visible), 403 (not theirs to decide or cancel), 409 (no longer
+    pending, or the workflow ignored it, saying why); NotAnsweredYet past ANSWER_SECONDS."""
+    workflow_id = await database.in_session(lambda s: check_decision(s, principal, request_id, kind))
+    message = DecisionMessage(id=uuid.uuid4().hex, kind=kind, actor_id=principal.id, comment=comment)
+    await DBOS.send_async(workflow_id, message, DECISION_TOPIC, idempotency_key=message["id"])
+    result: DecisionOutcome | None = await DBOS.get_event_async(
+        workflow_id, message_event(message["id"]), timeout_seconds=ANSWER_SECONDS)
+    if result is None:
+        raise NotAnsweredYet("Your decision was sent but not applied yet; reload the page shortly.")
+    if not result["applied"]:
+        raise AccessError(409, f"Nothing changed: {result['note']}.")
+    return result
+
+
+async def revoke(database: Database, principal: Principal, grant_id: int, note: str) -> int | None:
+    """End an active grant now: the holder is told and the request's workflow wakes up.
+    Returns the grant's request id (None for a grant without one). AccessError: 404, 409."""
+    target = await database.in_session(lambda s: check_revoke(s, grant_id))
+    sleeper = target["access_workflow_id"]
+    if sleeper and not await is_known(sleeper):
+        sleeper = None  # imported history (the demo seed) has no workflow to wake
+    handle = await start_workflow(f"revoke-grant-{grant_id}", revoke_grant_workflow, grant_id, principal.id, note,
+                                  sleeper, target["facts"])
+    await in_thread(handle.get_result)
+    return target["facts"]["request_id"]

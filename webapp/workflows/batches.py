@@ -14,15 +14,19 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
 
 import sqlalchemy as sa
 from dbos import DBOS, SetWorkflowID
 from sqlalchemy.orm import Session
 
+from webapp.core.db import Database
 from webapp.core.models import AccessRequest
-from webapp.workflows.control import FINISHED
+from webapp.services.access import Submission
 from webapp.workflows.access import access_request_workflow
+from webapp.workflows.control import FINISHED
+from webapp.workflows.inspect import from_epoch_ms
+from webapp.workflows.runtime import start_workflow
 
 QUEUE = "requests"
 PREFIX = "batch-"
@@ -37,7 +41,7 @@ def member_id(batch_id: str, n: int) -> str:
 
 
 @DBOS.workflow()
-def request_batch_workflow(batch_id: str, submissions: list[dict[str, Any]]) -> int:
+def request_batch_workflow(batch_id: str, submissions: list[Submission]) -> int:
     for n, submission in enumerate(submissions):
         with SetWorkflowID(member_id(batch_id, n)):
             DBOS.enqueue_workflow(QUEUE, access_request_workflow, submission)
@@ -62,10 +66,8 @@ class Progress:
         return 100 if not self.total else round(100 * (self.recorded + self.ended_unrecorded) / self.total)
 
 
-async def progress(session_work: Any, batch_id: str) -> Progress | None:
-    """Where the batch stands; None when there is no such batch.
-
-    `session_work(fn)` runs `fn(session)` off the event loop (the web layer's `in_session`)."""
+async def progress(database: Database, batch_id: str) -> Progress | None:
+    """Where the batch stands; None when there is no such batch."""
     found = await DBOS.list_workflows_async(workflow_ids=[batch_id], load_input=False, load_output=True)
     if not found or found[0].name != request_batch_workflow.__qualname__:
         return None
@@ -77,7 +79,7 @@ async def progress(session_work: Any, batch_id: str) -> Progress | None:
         total = len(batch.input["args"][1]) if batch.input else 0
     members = await DBOS.list_workflows_async(workflow_id_prefix=f"{batch_id}-", load_input=False,
                                               load_output=False)
-    recorded = set(await session_work(lambda s: _recorded_ids(s, batch_id)))
+    recorded = set(await database.in_session(lambda s: _recorded_ids(s, batch_id)))
     return Progress(
         batch_id=batch_id, total=total,
         queued=sum(1 for w in members if w.status == "ENQUEUED"),
@@ -96,12 +98,19 @@ def _recorded_ids(session: Session, batch_id: str) -> list[str]:
 class RecentBatch:
     batch_id: str
     status: str
-    created_ms: int | None
+    created: datetime | None
     count: int | None  # known once the batch has enqueued everything
 
 
 async def recent(limit: int = 20) -> list[RecentBatch]:
     found = await DBOS.list_workflows_async(name=request_batch_workflow.__qualname__, sort_desc=True, limit=limit,
                                             load_input=False, load_output=True)
-    return [RecentBatch(w.workflow_id, w.status, w.created_at, w.output if isinstance(w.output, int) else None)
-            for w in found]
+    return [RecentBatch(w.workflow_id, w.status, from_epoch_ms(w.created_at),
+                        w.output if isinstance(w.output, int) else None) for w in found]
+
+
+async def start(submissions: list[Submission]) -> str:
+    """Start a batch of these submissions; returns its id (its progress is at `progress`)."""
+    batch_id = new_batch_id()
+    await start_workflow(batch_id, request_batch_workflow, batch_id, submissions)
+    return batch_id

@@ -1,4 +1,5 @@
-"""Operator actions on DBOS workflows (cancel, resume, fork) and the rules that guard them.
+"""Operator actions on DBOS workflows (cancel, resume, fork) and schedules (pause, resume,
+trigger), the rules that guard them, and their audit rows.
 
 DBOS itself accepts some actions that do nothing or harm: resuming a workflow that
 succeeded is silently a no-op, and forking one that still runs leaves two copies waiting
@@ -18,11 +19,13 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from dbos import DBOS, SetWorkflowID, WorkflowStatus
+from dbos import DBOS, SetWorkflowID
 from sqlalchemy.orm import Session
 
-from webapp.services.audit import record_event
+from webapp.core.errors import Refusal
+from webapp.services.audit import Action, record_event
 from webapp.services.identity import Principal
+from webapp.workflows import inspect
 
 RUNNING = frozenset({"PENDING", "ENQUEUED", "DELAYED"})
 RESUMABLE = frozenset({"CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED", "ENQUEUED", "DELAYED"})
@@ -30,12 +33,11 @@ FINISHED = frozenset({"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EX
 _FORK_SUFFIX = re.compile(r"\.(fork-[0-9a-f]{8})$")
 
 
-class ActionRefused(Exception):
-    """The action cannot be taken; `status_code` is 404 (no such workflow or step) or 409."""
+class ActionRefused(Refusal):
+    """The action cannot be taken; `status_code` is 404 (no such workflow, step or schedule) or 409."""
 
     def __init__(self, status_code: int, message: str) -> None:
-        super().__init__(message)
-        self.status_code = status_code
+        super().__init__(message, status_code)
 
 
 @dataclass(frozen=True)
@@ -54,11 +56,6 @@ def fork_label(workflow_id: str | None) -> str:
     """"fork-<hex>" for a workflow forked from the console, "" for an original run."""
     found = _FORK_SUFFIX.search(workflow_id or "")
     return found.group(1) if found else ""
-
-
-async def find(workflow_id: str, *, load: bool = False) -> WorkflowStatus | None:
-    found = await DBOS.list_workflows_async(workflow_ids=[workflow_id], load_input=load, load_output=load)
-    return found[0] if found else None
 
 
 def refusal(action: str, status: str, *, step: int | None = None, last_step: int = 0) -> str | None:
@@ -81,7 +78,7 @@ def refusal(action: str, status: str, *, step: int | None = None, last_step: int
 
 async def act(action: str, workflow_id: str, *, step: int | None = None) -> ActionResult:
     """Check the rules against the workflow's current status, then take the action."""
-    status = await find(workflow_id)
+    status = await inspect.workflow(workflow_id)
     if status is None:
         raise ActionRefused(404, f"No workflow with id {workflow_id}.")
     last_step = 0
@@ -103,7 +100,7 @@ async def act(action: str, workflow_id: str, *, step: int | None = None) -> Acti
     return ActionResult(workflow_id, action, status.status, forked_to=handle.workflow_id)
 
 
-AUDIT_ACTIONS = {"cancel": "workflow.cancelled", "resume": "workflow.resumed", "fork": "workflow.forked"}
+AUDIT_ACTIONS = {"cancel": Action.WORKFLOW_CANCELLED, "resume": Action.WORKFLOW_RESUMED, "fork": Action.WORKFLOW_FORKED}
 
 
 def audit(session: Session, result: ActionResult, principal: Principal, note: str,
@@ -113,3 +110,32 @@ def audit(session: Session, result: ActionResult, principal: Principal, note: st
         details.update(forked_to=result.forked_to, from_step=step)
     record_event(session, actor=principal.email, actor_id=principal.id, action=AUDIT_ACTIONS[result.action],
                  subject=f"workflow:{result.workflow_id}", details=details)
+
+
+# Schedules ---------------------------------------------------------------------------------
+
+SCHEDULE_ACTIONS = {"pause": ("PAUSED", Action.SCHEDULE_PAUSED), "resume": ("ACTIVE", Action.SCHEDULE_RESUMED),
+                    "trigger": (None, Action.SCHEDULE_TRIGGERED)}
+
+
+def act_on_schedule(session: Session, name: str, verb: str, principal: Principal) -> str | None:
+    """Pause, resume or trigger a schedule; returns the workflow a trigger started.
+
+    Writes the audit row, then changes the schedule in DBOS, both before the caller's
+    commit: if either fails nothing is recorded. (DBOS's tables may be in another database,
+    so only a failed commit after the DBOS call could leave a change unaudited.) Blocking:
+    call it in a worker thread."""
+    found = DBOS.get_schedule(name)
+    if found is None:
+        raise ActionRefused(404, f"There is no schedule named “{name}”.")
+    target, action = SCHEDULE_ACTIONS[verb]
+    if target is not None and found["status"] == target:
+        raise ActionRefused(409, f"The schedule “{name}” is already {target.lower()}.")
+    event = record_event(session, actor=principal.email, actor_id=principal.id, action=action,
+                         subject=f"schedule:{name}", details={"from": found["status"], "to": target} if target else {})
+    if verb == "trigger":
+        workflow_id = DBOS.trigger_schedule(name).workflow_id
+        event.details = {"workflow_id": workflow_id}
+        return workflow_id
+    (DBOS.pause_schedule if verb == "pause" else DBOS.resume_schedule)(name)
+    return None

@@ -34,10 +34,8 @@ from typing import ClassVar
 import httpx
 import sqlalchemy as sa
 from dbos import DBOS, DBOSConfiguredInstance, SetWorkflowID, StepOptions
-from dbos._error import DBOSMaxStepRetriesExceeded  # not exported by dbos 3.4
 
 from webapp.config import Settings
-from webapp.core.db import datasource
 from webapp.core.models import ErrorRecord, Notification, NotificationStatus, utcnow
 from webapp.services.notifications import (
     SUBJECT_MAX,
@@ -50,6 +48,8 @@ from webapp.services.notifications import (
     request_url,
     slack_payload,
 )
+from webapp.workflows.datasource import datasource
+from webapp.workflows.runtime import MaxStepRetriesExceeded
 
 __all__ = [
     "DEDUP_HEADER",
@@ -114,7 +114,7 @@ def current_attempt() -> int:
     return status.current_attempt + 1
 
 
-def failure_of(error: DeliveryError | DBOSMaxStepRetriesExceeded) -> DeliveryError:
+def failure_of(error: DeliveryError | MaxStepRetriesExceeded) -> DeliveryError:
     """The last attempt's error, whether retries ran out or a permanent error stopped them."""
     if isinstance(error, DeliveryError):
         return error
@@ -316,7 +316,7 @@ class Channel(DBOSConfiguredInstance):
             return status
         try:
             attempts = DBOS.run_step(self.step_options(), self.attempt_send, message, key)
-        except (DeliveryError, DBOSMaxStepRetriesExceeded) as error:
+        except (DeliveryError, MaxStepRetriesExceeded) as error:
             failure = failure_of(error)
             mark_failed(notification_id, self.name, message, key, failure, DBOS.workflow_id)
             log.warning(

@@ -1,28 +1,46 @@
-"""Starting and stopping DBOS for one process.
+"""DBOS for one process, and the only module that reaches into DBOS's private API.
 
-DBOS is a per-process singleton: `start_dbos` builds it from the settings (system
-database, stable executor id, pinned application version), binds the app datasource,
-launches, and registers queues and schedules; `stop_dbos` lets running steps finish
-and tears it all down so a later start (a test, a restart in-process) begins clean.
+DBOS is a per-process singleton. `launch` builds it from the settings (system database,
+stable executor id, pinned application version) and launches it; `stop` lets running
+steps finish, then tears it down so a later launch (a test, a restart in-process) begins
+clean. Everything here that uses `dbos._*` is pinned to DBOS 3.4 (pyproject.toml); when
+DBOS changes, this is the one file to read again.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from dbos import DBOS, DBOSConfig, SetWorkflowID
-from starlette.concurrency import run_in_threadpool
+from dbos._context import get_local_dbos_context
+from dbos._dbos import _get_or_create_dbos_registry
+from dbos._error import DBOSMaxStepRetriesExceeded, DBOSWorkflowCancelledError
 
-from webapp import workflows
 from webapp.config import Settings
-from webapp.core.db import Database, datasource, ensure_sqlite_directory
-from webapp.workflows.notifications import configure_channels
+from webapp.core.background import in_thread
+from webapp.core.db import ensure_sqlite_directory
+from webapp.core.logging_setup import read_workflow_ids_from
+
+__all__ = ["MaxStepRetriesExceeded", "WorkflowCancelled"]
 
 log = logging.getLogger(__name__)
 APP_NAME = "gatehouse"
+
+# DBOS raises these but does not export them (3.4).
+MaxStepRetriesExceeded = DBOSMaxStepRetriesExceeded
+WorkflowCancelled = DBOSWorkflowCancelledError
+
+
+def current_workflow_id() -> str | None:
+    """The workflow this thread runs (or is about to start, under SetWorkflowID); for logs."""
+    ctx = get_local_dbos_context()
+    return ctx.workflow_id if ctx is not None and ctx.workflow_id else None
+
+
+read_workflow_ids_from(current_workflow_id)
 
 
 def dbos_config(settings: Settings) -> DBOSConfig:
@@ -42,55 +60,65 @@ def dbos_config(settings: Settings) -> DBOSConfig:
     return config
 
 
-def start_dbos(settings: Settings, database: Database) -> None:
+def launch(settings: Settings, *, prepare: Callable[[], None], queues: Iterable[str] | None = None) -> None:
+    """Build DBOS from `settings`, run `prepare` (bind datasources, configure instances:
+    what recovered workflows need), and launch. `queues`: dequeue only from these."""
     ensure_sqlite_directory(settings.system_database_url)
-    if dbos_is_launched():  # a previous launch in this process (tests) must not leak its config
+    if is_launched():  # a previous launch in this process (tests) must not leak its config
         DBOS.destroy()
     DBOS(config=dbos_config(settings))
-    datasource.bind(database)
-    configure_channels(settings)
+    if queues is not None:
+        DBOS.listen_queues(list(queues))
+    prepare()
     DBOS.launch()
 
 
-async def register_queues_and_schedules(settings: Settings) -> None:
-    for queue in workflows.queue_specs(settings):
-        await DBOS.register_queue_async(
-            queue.name,
-            worker_concurrency=queue.worker_concurrency,
-            limiter=queue.limiter,
-            polling_interval_sec=settings.queue_polling_interval,
-            on_conflict="always_update",
-        )
-    await DBOS.apply_schedules_async(workflows.schedule_specs(settings))
-
-
-def stop_dbos(*, grace_seconds: float = 10.0) -> None:
+def stop(*, grace_seconds: float = 10.0) -> None:
     """Stop taking work, give running workflows `grace_seconds`, then release everything.
 
     DBOS's own wait sleeps a whole second before its first look; polling here lets an
     idle process stop at once. Workflows still running at the deadline are recovered by
     the next process with this executor id.
     """
-    instance = _dbos_instance()
+    instance = _instance()
     if instance is not None:
-        for stop in instance.background_thread_stop_events:
-            stop.set()  # queue workers stop dequeuing new work
+        for stop_event in instance.background_thread_stop_events:
+            stop_event.set()  # queue workers stop dequeuing new work
         deadline = time.monotonic() + grace_seconds
         while instance._active_workflows_set.activeList() and time.monotonic() < deadline:
             time.sleep(0.05)
     DBOS.destroy()
-    datasource.unbind()
 
 
-def _dbos_instance() -> Any:
+def _instance() -> Any:
     from dbos import _dbos
 
     return _dbos._dbos_global_instance
 
 
-def dbos_is_launched() -> bool:
-    instance = _dbos_instance()
+def is_launched() -> bool:
+    instance = _instance()
     return instance is not None and instance._launched
+
+
+def forget_datasource(datasource: Any) -> None:
+    """Drop a datasource from DBOS's registry, which outlives `DBOS.destroy()`, so the next
+    launch binds afresh."""
+    registered = _get_or_create_dbos_registry().datasources
+    if datasource in registered:
+        registered.remove(datasource)
+
+
+async def ping() -> None:
+    """Raise unless DBOS is launched and its system database answers (readiness)."""
+    if not is_launched():
+        raise RuntimeError("DBOS is not launched")
+    await DBOS.list_workflows_async(limit=1, load_input=False, load_output=False)
+
+
+async def is_known(workflow_id: str) -> bool:
+    """Whether DBOS has a workflow with this id."""
+    return await DBOS.get_workflow_status_async(workflow_id) is not None
 
 
 def _start_in_thread(workflow_id: str, workflow: Callable[..., Any], args: tuple[Any, ...]) -> Any:
@@ -105,4 +133,4 @@ async def start_workflow(workflow_id: str, workflow: Callable[..., Any], *args: 
     workflows only; ours are sync and may wait in `recv` for days, so they must start from
     a worker thread and run on DBOS's executor threads. Returns the (sync) handle.
     """
-    return await run_in_threadpool(_start_in_thread, workflow_id, workflow, args)
+    return await in_thread(_start_in_thread, workflow_id, workflow, args)

@@ -5,8 +5,8 @@
   console, failed, or was never started because the row was written by hand or by an
   older version) and expires those. A workflow that is still PENDING or ENQUEUED is left
   alone, even if its process is down: recovery will let it expire the request itself.
-- It announces each active grant once as it enters its last EXPIRING_WINDOW
-  (`grant.expiring`): the holder gets a reminder toast and every dashboard's "expiring
+- It announces each active grant once as it enters its last day (grants.EXPIRING_WINDOW,
+  `grant.expiring`): the holder gets a reminder toast and every dashboard's "expiring
   soon" counter moves, though no row changed. Grants that were shorter than the window
   to begin with are not announced: they were "ending soon" from the start (and the
   request's workflow sends its own reminder before the end).
@@ -20,19 +20,16 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
 from dbos import DBOS
 
-from webapp.services.audit import record_event
-from webapp.core.db import datasource
-from webapp.core.models import AccessRequest, AuditEvent, Grant, RequestStatus, utcnow
+from webapp.services import access_changes, grants
+from webapp.services.access_changes import Overdue
+from webapp.workflows.datasource import datasource
 
 WAITING = {"PENDING", "ENQUEUED"}
 # A workflow expires its own request as its TTL ends; look only at requests overdue by more.
 GRACE = timedelta(seconds=30)
 BATCH = 500
-EXPIRING_WINDOW = timedelta(hours=24)  # the dashboard's "expiring soon" (webapp.services.overview.SOON)
-EXPIRING_ACTION = "grant.expiring"
 
 
 def schedule(interval_seconds: int) -> str:
@@ -41,16 +38,9 @@ def schedule(interval_seconds: int) -> str:
 
 
 @datasource.transaction()
-def overdue_requests(before: str) -> list[dict[str, Any]]:
+def overdue_requests(before: str) -> list[Overdue]:
     """Pending requests whose TTL ended before `before` (ISO time), oldest first."""
-    session = datasource.session()
-    rows = session.execute(
-        sa.select(AccessRequest.id, AccessRequest.workflow_id)
-        .where(AccessRequest.status == RequestStatus.requested,
-               AccessRequest.pending_until < datetime.fromisoformat(before))  # type: ignore[operator]
-        .order_by(AccessRequest.pending_until).limit(BATCH)
-    ).all()
-    return [{"id": row.id, "workflow_id": row.workflow_id} for row in rows]
+    return access_changes.overdue_requests(datasource.session(), datetime.fromisoformat(before), limit=BATCH)
 
 
 def waiting_workflows(workflow_ids: list[str]) -> list[str]:
@@ -61,39 +51,12 @@ def waiting_workflows(workflow_ids: list[str]) -> list[str]:
 
 @datasource.transaction()
 def expire_orphan(request_id: int) -> bool:
-    """Expire one request nobody waits for (a no-op if it was decided meanwhile)."""
-    session = datasource.session()
-    request = session.get(AccessRequest, request_id, with_for_update=True)
-    if request is None or request.status != RequestStatus.requested:
-        return False
-    now = utcnow()
-    request.status, request.updated_at, request.decided_at = RequestStatus.expired, now, now
-    record_event(session, actor="sweep", action="request.expired", subject=f"request:{request_id}",
-                 details={"reason": "pending TTL passed with no workflow waiting"})
-    return True
+    return access_changes.expire_orphan(datasource.session(), request_id)
 
 
 @datasource.transaction()
 def announce_expiring(now: str) -> int:
-    """One `grant.expiring` audit event per active grant that ends within EXPIRING_WINDOW
-    of `now` and has not been announced yet."""
-    session = datasource.session()
-    moment = datetime.fromisoformat(now)
-    announced = sa.select(AuditEvent.id).where(
-        AuditEvent.action == EXPIRING_ACTION,
-        AuditEvent.subject == sa.literal("grant:", sa.String) + sa.cast(Grant.id, sa.String))
-    grants = session.execute(
-        sa.select(Grant.id, Grant.granted_at, Grant.expires_at, Grant.user_id)
-        .where(Grant.revoked_at.is_(None), Grant.expires_at > moment,  # type: ignore[union-attr, operator]
-               Grant.expires_at <= moment + EXPIRING_WINDOW,  # type: ignore[operator]
-               Grant.granted_at < moment - GRACE, ~announced.exists())  # type: ignore[operator]
-        .order_by(Grant.expires_at).limit(BATCH)
-    ).all()
-    long_ones = [g for g in grants if g.expires_at - g.granted_at > EXPIRING_WINDOW]
-    for grant_id, _granted_at, expires_at, user_id in long_ones:
-        record_event(session, actor="sweep", action=EXPIRING_ACTION, subject=f"grant:{grant_id}",
-                     details={"expires_at": expires_at.isoformat(), "user_id": user_id})
-    return len(long_ones)
+    return grants.announce_expiring(datasource.session(), datetime.fromisoformat(now), settled=GRACE, limit=BATCH)
 
 
 @DBOS.workflow()

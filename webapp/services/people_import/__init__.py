@@ -8,6 +8,8 @@ pages (`webapp.web.admin.imports`) and the CLI (`webapp import-users`):
               with a disk cache keyed by (source, seed, page, results, nat)
     plan      how a job splits into pages and chunks
     jobs      reading jobs and their progress for pages and the CLI; cancel requests
+    orders    what a run carries: its order, the facts its steps share, what it returns
+    runs      every state change of a job and its chunks (the workflows' transactions)
     tracing   OpenTelemetry spans, exported over OTLP/HTTP when an endpoint is set
 
 Errors:

@@ -12,8 +12,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from webapp.services.audit import record_event
+from webapp.core.errors import Refusal
 from webapp.core.models import ChunkStatus, ErrorRecord, ImportChunk, ImportJob, ImportStatus
+from webapp.services.audit import Action, record_event
+from webapp.services.people_import.orders import JobSpec
 from webapp.services.people_import.plan import MAX_CHUNKS, chunk_count, page_size_for
 from webapp.services.people_import.source import Source, SourceRefused, count_in_file, parse_source
 
@@ -21,17 +23,12 @@ ACTIVE = (ImportStatus.running, ImportStatus.cancelling)
 OPEN_CHUNKS = (ChunkStatus.pending, ChunkStatus.queued, ChunkStatus.running)
 
 
-class ImportRefused(Exception):
-    """The job cannot do this now; `field` names the form field at fault, if any."""
-
-    def __init__(self, message: str, status_code: int = 409, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.field = field
+class ImportRefused(Refusal):
+    """The job cannot do this now (or cannot be made as asked)."""
 
 
 def job_spec(*, source_text: str, count: int, seed: str, chunk_size: int, nat: str, create_users: bool,
-             files_dir: Path | None, preferred_page_size: int) -> dict[str, Any]:
+             files_dir: Path | None, preferred_page_size: int) -> JobSpec:
     """The `spec` of a new job's order, or ImportRefused naming the field."""
     try:
         source = parse_source(source_text, files_dir=files_dir)
@@ -48,8 +45,8 @@ def job_spec(*, source_text: str, count: int, seed: str, chunk_size: int, nat: s
     page_size = page_size_for(count, chunk_size, preferred_page_size)
     if chunk_count(count, chunk_size, page_size) > MAX_CHUNKS:
         raise ImportRefused(f"That makes more than {MAX_CHUNKS:,} chunks; choose bigger chunks.", 422, "chunk_size")
-    return {"source": source.location, "source_kind": source.kind, "count": count, "seed": seed, "nat": nat,
-            "chunk_size": chunk_size, "page_size": page_size, "create_users": create_users}
+    return JobSpec(source=source.location, source_kind=source.kind, count=count, seed=seed, nat=nat,
+                   chunk_size=chunk_size, page_size=page_size, create_users=create_users)
 
 
 def describe_source(job: ImportJob) -> str:
@@ -157,7 +154,7 @@ def request_cancel(session: Session, job_id: int, *, actor: str, actor_id: int |
     if job.status != ImportStatus.running:
         raise ImportRefused(f"The import is {job.status}; only a running import can be cancelled.")
     job.status = ImportStatus.cancelling
-    record_event(session, actor=actor, actor_id=actor_id, action="import.cancel_requested",
+    record_event(session, actor=actor, actor_id=actor_id, action=Action.IMPORT_CANCEL_REQUESTED,
                  subject=f"import:{job_id}", details={"run": job.run})
     return job
 

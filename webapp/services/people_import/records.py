@@ -15,7 +15,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from webapp.services.accounts import EMAIL_PATTERN
+from webapp.core.emails import EMAIL_PATTERN
 from webapp.core.models import ImportedPerson
 
 MAX_AGE = 200

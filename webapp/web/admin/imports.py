@@ -12,37 +12,30 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from dbos import DBOS
 from pydantic import Field, StringConstraints, field_validator
 from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from webapp.core.background import in_thread
 from webapp.core.forms import FormInvalid, FormModel, parse_form, parse_query
-from webapp.live.feed import Subscription
 from webapp.core.models import ChunkStatus, ImportStatus, utcnow
+from webapp.live.feed import Subscription
 from webapp.services.people_import import jobs
+from webapp.services.people_import.orders import ImportOrder, NewJob, NewRun
 from webapp.services.people_import.plan import MAX_CHUNKS
 from webapp.services.people_import.source import available_files
-from webapp.workflows.runtime import start_workflow
-from webapp.web.events import HEARTBEAT_SECONDS, SEND_TIMEOUT_SECONDS
-from webapp.web.rendering import render, render_block, wants_json
 from webapp.web.database import in_session
+from webapp.web.events import HEARTBEAT_SECONDS, SEND_TIMEOUT_SECONDS
+from webapp.web.parsing import path_id
+from webapp.web.rendering import render, render_block, wants_json
+from webapp.web.requests.forms import FormKey
 from webapp.web.security import Access, current_principal, guarded_route
-from webapp.workflows.imports import (
-    RECORDED_EVENT,
-    QUEUE,
-    import_options,
-    import_run_workflow,
-    run_workflow_id,
-    start_workflow_id,
-)
+from webapp.workflows import imports as imports_workflow
 
-WORKFLOW_ANSWER_SECONDS = 10.0
 GRID_LIMIT = 2000  # chunk cells drawn on the page; bigger jobs show the counts only
 RECENT_ERRORS = 20
 PROGRESS_SECONDS = 0.5
@@ -55,7 +48,7 @@ class ImportForm(FormModel):
     chunk_size: int = Field(default=500, ge=1, le=5000)
     nat: Annotated[str, StringConstraints(max_length=100, pattern=r"^([A-Za-z]{2}(,[A-Za-z]{2})*)?$")] = ""
     create_users: bool = False
-    form_key: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{8,64}$")]
+    form_key: FormKey
 
     @field_validator("nat")
     @classmethod
@@ -72,14 +65,7 @@ class RetryForm(FormModel):
 
 
 def _job_id(request: Request) -> int:
-    value = request.path_params["job_id"]
-    if not 0 < value < 2**31:
-        raise HTTPException(404, "No such import.")
-    return int(value)
-
-
-def _refused(refused: jobs.ImportRefused) -> HTTPException:
-    return HTTPException(refused.status_code, str(refused))
+    return path_id(request, "job_id", "import")
 
 
 # The list and the form -----------------------------------------------------------------------
@@ -127,7 +113,7 @@ async def start_import(request: Request) -> Response:
         return await _imports_response(request, status_code=422, values=values,
                                        errors={"count": f"At most {settings.import_max_count:,} people."})
     try:
-        spec = await run_in_threadpool(lambda: jobs.job_spec(
+        spec = await in_thread(lambda: jobs.job_spec(
             source_text=form.source, count=form.count, seed=form.seed, chunk_size=form.chunk_size, nat=form.nat,
             create_users=form.create_users, files_dir=settings.import_files_dir,
             preferred_page_size=settings.import_page_size))
@@ -135,17 +121,13 @@ async def start_import(request: Request) -> Response:
         return await _imports_response(request, status_code=refused.status_code, values=values,
                                        errors={refused.field: str(refused)} if refused.field else None,
                                        error=None if refused.field else str(refused))
-    order = {"spec": spec, "actor": principal.email, "actor_id": principal.id, "options": import_options(settings)}
-    return await _run_and_answer(request, start_workflow_id(form.form_key), order)
+    order = NewJob(spec=spec, actor=principal.email, actor_id=principal.id,
+                   options=imports_workflow.import_options(settings))
+    return await _run_and_answer(request, imports_workflow.start_workflow_id(form.form_key), order)
 
 
-async def _run_and_answer(request: Request, workflow_id: str, order: dict[str, Any]) -> Response:
-    await start_workflow(workflow_id, import_run_workflow, order)
-    recorded = await DBOS.get_event_async(workflow_id, RECORDED_EVENT, timeout_seconds=WORKFLOW_ANSWER_SECONDS)
-    if recorded is None:
-        raise HTTPException(503, "The import was accepted but is not recorded yet; see the imports page shortly.")
-    if "refused" in recorded:
-        raise HTTPException(409, recorded["refused"])
+async def _run_and_answer(request: Request, workflow_id: str, order: ImportOrder) -> Response:
+    recorded = await in_thread(imports_workflow.start_run, order, workflow_id)  # ImportRefused, NotAnsweredYet
     job_id = recorded["job_id"]
     if wants_json(request):
         return JSONResponse({"id": job_id, "run": recorded["run"], "workflow_id": workflow_id,
@@ -248,31 +230,21 @@ async def cancel_import(request: Request) -> Response:
     """Stop a running job: chunks in flight finish; queued ones are cancelled."""
     principal = current_principal(request)
     job_id = _job_id(request)
-    try:
-        job = await in_session(request, lambda s: jobs.request_cancel(s, job_id, actor=principal.email,
-                                                                        actor_id=principal.id))
-    except jobs.ImportRefused as refused:
-        raise _refused(refused) from None
-    queued = await DBOS.list_workflows_async(
-        workflow_id_prefix=f"import-{job_id}-r{job.run}-c", status="ENQUEUED", queue_name=QUEUE,
-        load_input=False, load_output=False)
-    if queued:
-        await DBOS.cancel_workflows_async([w.workflow_id for w in queued])
+    job = await in_session(request, lambda s: jobs.request_cancel(s, job_id, actor=principal.email,
+                                                                    actor_id=principal.id))
+    cancelled = await imports_workflow.cancel_waiting_chunks(job_id, job.run)
     if wants_json(request):
-        return JSONResponse({"id": job_id, "status": ImportStatus.cancelling.value, "cancelled_chunks": len(queued)})
+        return JSONResponse({"id": job_id, "status": ImportStatus.cancelling.value, "cancelled_chunks": cancelled})
     return RedirectResponse(f"/admin/import/{job_id}", status_code=303)
 
 
-async def _new_run(request: Request, mode: str, chunk: int | None = None) -> Response:
+async def _new_run(request: Request, mode: Literal["resume", "retry"], chunk: int | None = None) -> Response:
     principal = current_principal(request)
     job_id = _job_id(request)
-    try:
-        run = await in_session(request, lambda s: jobs.check_new_run(s, job_id, mode=mode, chunk=chunk))
-    except jobs.ImportRefused as refused:
-        raise _refused(refused) from None
-    order = {"job_id": job_id, "run": run, "mode": mode, "chunk": chunk, "actor": principal.email,
-             "actor_id": principal.id, "options": import_options(request.app.state.settings)}
-    return await _run_and_answer(request, run_workflow_id(job_id, run, uuid.uuid4().hex[:12]), order)
+    run = await in_session(request, lambda s: jobs.check_new_run(s, job_id, mode=mode, chunk=chunk))
+    order = NewRun(job_id=job_id, run=run, mode=mode, chunk=chunk, actor=principal.email, actor_id=principal.id,
+                   options=imports_workflow.import_options(request.app.state.settings))
+    return await _run_and_answer(request, imports_workflow.run_workflow_id(job_id, run, uuid.uuid4().hex[:12]), order)
 
 
 async def resume_import(request: Request) -> Response:

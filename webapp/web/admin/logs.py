@@ -27,9 +27,9 @@ from webapp.services.logs import (
     error_page,
     error_sources,
 )
+from webapp.web.database import in_session
 from webapp.web.rendering import render, wants_json
 from webapp.web.security import Access, guarded_route
-from webapp.web.database import in_session
 
 
 def _older_href(path: str, query: FormModel, page: Page) -> str | None:

@@ -22,22 +22,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 from pydantic.json_schema import models_json_schema
 from starlette.routing import BaseRoute
 from starlette.schemas import BaseSchemaGenerator
 
-from webapp.services.access_history import AccessAtQuery
 from webapp.config import Settings
 from webapp.core.forms import FormModel
-from webapp.services.logs import AuditQuery, ErrorQuery
 from webapp.core.models import Decision, RequestStatus
-from webapp.services.request_table import Order, RequestQuery, SortKey
-from webapp.web.ops.workflows import WorkflowQuery, WorkflowRow
+from webapp.services.access_history import AccessAtQuery
+from webapp.services.logs import AuditQuery, ErrorQuery
+from webapp.services.request_table import Order, RequestQuery, RequestRow, SortKey
 from webapp.web.ops.batches import LoadForm, ShutdownForm, SubmitForm
 from webapp.web.ops.runtime import ExecutorQuery, ScheduleQuery, ScheduleRow
-from webapp.web.ops.workflow import ActionForm
-from webapp.web.requests.pages import DecisionForm, RejectForm, RequestForm, RevokeForm
+from webapp.web.ops.workflows import ActionForm, WorkflowDetail, WorkflowQuery, WorkflowRow
+from webapp.web.requests.forms import DecisionForm, RejectForm, RequestForm, RevokeForm
 from webapp.web.security import SESSION_COOKIE, Access
 
 OPENAPI_VERSION = "3.1.0"
@@ -94,27 +93,6 @@ class Counters(Shape):
     errors: int = Field(description="Error records of the last 24 hours.")
 
 
-class RowActions(Shape):
-    approve: bool
-    reject: bool
-    cancel: bool
-
-
-class RequestRow(Shape):
-    id: int
-    url: str
-    requester: str
-    requester_email: str
-    resource: str
-    reason: str
-    status: RequestStatus
-    duration: str = Field(description='As people read it: "8 hours", "permanent".')
-    duration_seconds: int | None = Field(description="None: permanent.")
-    created_at: datetime
-    updated_at: datetime
-    actions: RowActions = Field(description="What the caller may do on this request.")
-
-
 class Paging(Shape):
     page: int
     page_size: int
@@ -128,8 +106,12 @@ class Paging(Shape):
     total_capped: bool = Field(description="True: there are more than `total` rows.")
 
 
+class RequestRows(RootModel[list[RequestRow]]):
+    """Requests, each with `actions`: what the caller may do on it."""
+
+
 class RequestTable(Shape):
-    rows: list[RequestRow]
+    rows: list[RequestRow] = Field(description="Each with `actions`: what the caller may do on it.")
     paging: Paging
 
 
@@ -179,15 +161,6 @@ class GrantRevoked(Shape):
     revoked: bool
 
 
-class ListedRequest(Shape):
-    id: int
-    requester: str
-    resource: str
-    status: RequestStatus
-    duration: str
-    created_at: datetime
-
-
 class Holding(Shape):
     grant_id: int
     request_id: int | None
@@ -230,43 +203,8 @@ class WorkflowList(Shape):
     previous: str | None
 
 
-class Step(Shape):
-    number: int
-    name: str
-    started: datetime | None
-    duration_ms: int | None
-    output: str | None = Field(description="As JSON text, cut after 4,000 characters.")
-    error: str | None
-    child: str | None = Field(description="The child workflow this step started.")
-
-
-class Relative(Shape):
-    id: str
-    name: str
-    status: str
-    href: str
-    created: datetime | None
-
-
-class WorkflowDetail(Shape):
-    id: str
-    name: str
-    status: str
-    queue: str | None
-    executor: str | None
-    app_version: str | None
-    recovery_attempts: int | None
-    created: datetime | None
-    updated: datetime | None
-    parent: str | None
-    forked_from: str | None
-    link: str | None
-    input: str | None = Field(description="As JSON text, cut after 4,000 characters.")
-    output: str | None
-    error: str | None
-    steps: list[Step]
-    children: list[Relative]
-    forks: list[Relative]
+class WorkflowAnswer(RootModel[WorkflowDetail]):
+    """One workflow, its steps and relatives (the endpoint's own dataclass)."""
 
 
 class WorkflowActed(Shape):
@@ -464,9 +402,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         409: Answer("The grant has already ended."),
         422: Answer("The note is too long."),
     }, form=RevokeForm, path={"grant_id": ID_PARAMETER}),
-    ("GET", "/my/requests"): Operation("requests", {200: Answer("Newest first.", list[ListedRequest])}),
+    ("GET", "/my/requests"): Operation("requests", {200: Answer("Newest first.", RequestRows)}),
     ("GET", "/my/access"): Operation("requests", {200: Answer("Grants in force, by resource.", list[Holding])}),
-    ("GET", "/approvals"): Operation("requests", {200: Answer("Oldest first.", list[ListedRequest])}),
+    ("GET", "/approvals"): Operation("requests", {200: Answer("Oldest first.", RequestRows)}),
     ("GET", "/admin/resources/{resource_id}/access"): Operation("requests", {
         200: Answer("Who held the resource then.", ResourceAccess),
         400: Answer("`at` is not a time."),
@@ -479,7 +417,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/ops/workflows"): Operation("workflows", {200: Answer("One page of workflows.", WorkflowList)},
                                          query=WorkflowQuery),
     ("GET", "/ops/workflows/{workflow_id}"): Operation("workflows", {
-        200: Answer("The workflow, its steps and relatives.", WorkflowDetail),
+        200: Answer("The workflow, its steps and relatives.", WorkflowAnswer),
     }, path={"workflow_id": {"type": "string", "minLength": 1}},
         summary="One workflow: its input, output, steps, parent, children and forks."),
     **{("POST", f"/ops/workflows/{{workflow_id}}/{verb}"): Operation("workflows", {
@@ -592,14 +530,14 @@ def _docstring(func: Callable[..., Any]) -> tuple[str, str]:
     return (paragraphs[0] if paragraphs else ""), "\n\n".join(paragraphs[1:])
 
 
-def _shapes(answers: Iterable[Answer]) -> Iterable[type[Shape]]:
+def _shapes(answers: Iterable[Answer]) -> Iterable[type[BaseModel]]:
     for answer in answers:
         shape = get_args(answer.shape)[0] if get_origin(answer.shape) is list else answer.shape
-        if isinstance(shape, type) and issubclass(shape, Shape):
+        if isinstance(shape, type) and issubclass(shape, BaseModel):
             yield shape
 
 
-def _content_schema(shape: Any, refs: dict[type[Shape], dict[str, Any]]) -> dict[str, Any]:
+def _content_schema(shape: Any, refs: dict[type[BaseModel], dict[str, Any]]) -> dict[str, Any]:
     if get_origin(shape) is list:
         return {"type": "array", "items": refs[get_args(shape)[0]]}
     return refs[shape] if isinstance(shape, type) else shape

@@ -21,17 +21,15 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from webapp.services import batches as batch_plans
-from webapp.services.access import requestable_resources
-from webapp.services.audit import record_event
 from webapp.core.durations import DURATIONS, LABELS
 from webapp.core.forms import FormInvalid, FormModel, parse_form
-from webapp.workflows.runtime import start_workflow
+from webapp.services import batches as plans
+from webapp.services.access import requestable_resources
+from webapp.services.audit import Action, record_event
+from webapp.web.database import in_session
 from webapp.web.errors import error_response
-from webapp.web.ops.workflows import from_epoch_ms
 from webapp.web.rendering import render, wants_fragment, wants_json
 from webapp.web.security import Access, current_principal, guarded_route
-from webapp.web.database import in_session
 from webapp.workflows import batches
 
 log = logging.getLogger(__name__)
@@ -57,7 +55,7 @@ class ShutdownForm(FormModel):
 async def _choices(request: Request) -> dict[str, Any]:
     def load(session: Any) -> dict[str, Any]:
         return {"resource_options": [(r.id, r.name) for r in requestable_resources(session)],
-                "department_options": [("", "Everyone active")] + [(d, d) for d in batch_plans.departments(session)]}
+                "department_options": [("", "Everyone active")] + [(d, d) for d in plans.departments(session)]}
 
     recent = await batches.recent()
     return {**await in_session(request, load), "recent": recent, "durations": [(k, LABELS[k]) for k in DURATIONS],
@@ -77,21 +75,16 @@ async def batches_page(request: Request, *, status_code: int = 200, errors: dict
 
 
 def _recent_json(batch: batches.RecentBatch) -> dict[str, Any]:
-    created = from_epoch_ms(batch.created_ms)
-    return {"batch_id": batch.batch_id, "status": batch.status, "created": created and created.isoformat(),
+    return {"batch_id": batch.batch_id, "status": batch.status, "created": batch.created and batch.created.isoformat(),
             "count": batch.count, "href": f"/ops/batches/{batch.batch_id}"}
 
 
 async def _start(request: Request, kind: str, plan: Any, details: dict[str, Any]) -> Response:
     principal = current_principal(request)
-    try:
-        submissions = await in_session(request, plan)
-    except batch_plans.PlanRefused as refused:
-        raise HTTPException(409, str(refused)) from None
-    batch_id = batches.new_batch_id()
-    await start_workflow(batch_id, batches.request_batch_workflow, batch_id, submissions)
+    submissions = await in_session(request, plan)  # PlanRefused: a 409 saying why
+    batch_id = await batches.start(submissions)
     await in_session(request, lambda s: record_event(
-        s, actor=principal.email, actor_id=principal.id, action="ops.batch_started", subject=f"workflow:{batch_id}",
+        s, actor=principal.email, actor_id=principal.id, action=Action.BATCH_STARTED, subject=f"workflow:{batch_id}",
         details={"kind": kind, "count": len(submissions), **details}))
     href = f"/ops/batches/{batch_id}"
     if wants_json(request):
@@ -112,7 +105,7 @@ async def submit_batch(request: Request) -> Response:
             raise  # a 422 with the fields (webapp.web.errors)
         return await batches_page(request, status_code=422, errors=invalid.errors, values=invalid.values)
     reason = f"{form.reason} (submitted by {principal.email})"
-    return await _start(request, "people", lambda s: batch_plans.for_people(
+    return await _start(request, "people", lambda s: plans.for_people(
         s, request.app.state.settings, resource_id=form.resource_id, department=form.department,
         duration=form.duration, reason=reason), {"resource_id": form.resource_id, "department": form.department})
 
@@ -128,12 +121,12 @@ async def load_batch(request: Request) -> Response:
     reason = form.reason or f"Load batch of {count} by {principal.email}"
     if len(reason) < 3:
         reason = f"Load batch: {reason}"
-    return await _start(request, "load", lambda s: batch_plans.for_load(
+    return await _start(request, "load", lambda s: plans.for_load(
         s, request.app.state.settings, count=count, reason=reason), {})
 
 
 async def _progress_response(request: Request, batch_id: str, *, status_code: int = 200) -> Response:
-    found = await batches.progress(lambda work: in_session(request, work), batch_id)
+    found = await batches.progress(request.app.state.db, batch_id)
     if found is None:
         raise HTTPException(404, f"No batch with id {batch_id}.")
     if wants_json(request):
@@ -158,7 +151,7 @@ async def shutdown(request: Request) -> Response:
         raise HTTPException(409, "This process was not started by `webapp serve`; stop it with whatever started it.")
     settings = request.app.state.settings
     await in_session(request, lambda s: record_event(
-        s, actor=principal.email, actor_id=principal.id, action="ops.shutdown", subject=f"executor:{settings.executor_id}",
+        s, actor=principal.email, actor_id=principal.id, action=Action.SHUTDOWN, subject=f"executor:{settings.executor_id}",
         details={"reason": form.reason}))
     log.warning("shutdown requested", extra={"actor": principal.email, "reason": form.reason})
     message = (f"Executor {settings.executor_id} is shutting down: it stops taking work, lets running steps "

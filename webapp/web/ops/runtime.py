@@ -3,7 +3,8 @@
 Everything shown comes from DBOS's own API (queue rows, schedule rows, workflow lists), so
 the page says what DBOS will do, not what the app meant to configure. Executors are the
 exception: DBOS keeps no table of them, so they come from the heartbeat table
-(webapp/services/executors.py), with their running workflows counted from DBOS.
+(webapp.services.executors), with their running workflows counted from DBOS
+(webapp.workflows.inspect).
 """
 
 from __future__ import annotations
@@ -18,23 +19,19 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
-from dbos import DBOS
 from pydantic import StringConstraints
-from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from webapp.services.audit import record_event
 from webapp.core.durations import time_left
 from webapp.core.forms import FormModel, parse_query
-from webapp.services.executors import is_gone, list_executors
 from webapp.core.models import utcnow
-from webapp.web.ops.workflows import from_epoch_ms
+from webapp.services.executors import is_gone, list_executors
+from webapp.web.database import in_session
 from webapp.web.rendering import DataJSONResponse, render, wants_fragment, wants_json
 from webapp.web.security import Access, current_principal, guarded_route
-from webapp.web.database import in_session
+from webapp.workflows import control, inspect
 
 # Counts come from listing workflows (DBOS has no count API); past this many they are a floor.
 SCAN_LIMIT = 10_000
@@ -48,9 +45,9 @@ def _ago(then: datetime | None, now: datetime) -> str | None:
     return f"{seconds} s" if seconds < 60 else time_left(seconds)
 
 
-async def _active_workflows(**filters: Any) -> tuple[list[Any], bool]:
+async def _active_workflows(**filters: Any) -> tuple[list[inspect.WorkflowInfo], bool]:
     """Oldest first, without inputs or outputs; and whether SCAN_LIMIT cut the list."""
-    found = await DBOS.list_workflows_async(load_input=False, load_output=False, limit=SCAN_LIMIT + 1, **filters)
+    found = await inspect.workflows(limit=SCAN_LIMIT + 1, **filters)
     return found[:SCAN_LIMIT], len(found) > SCAN_LIMIT
 
 
@@ -71,31 +68,26 @@ class QueueRow:
     oldest_age: str | None = None
 
 
-def _registered_queues() -> list[QueueRow]:
-    """In a worker thread: DBOS's queue getters re-read the row, which is what we want here."""
-    return [QueueRow(q.name, q.worker_concurrency, q.global_concurrency, q.limiter, q.polling_interval_sec)
-            for q in sorted(DBOS.list_queues(), key=lambda q: q.name)]
-
-
 async def queues_page(request: Request) -> Response:
     """Each registered queue: its limits as stored, what waits, what runs where, the oldest wait."""
-    rows = {row.name: row for row in await run_in_threadpool(_registered_queues)}
+    rows = {q.name: QueueRow(q.name, q.worker_concurrency, q.global_concurrency, q.limiter, q.polling_interval)
+            for q in await inspect.queues()}
     active, capped = await _active_workflows(queues_only=True)  # DELAYED, ENQUEUED, PENDING
     now = utcnow()
     running: dict[str, Counter[str]] = defaultdict(Counter)
     for w in active:
-        row = rows.get(w.queue_name)
+        row = rows.get(w.queue or "")
         if row is None:  # DBOS's internal queue (schedules, triggered runs)
             continue
         if w.status == "ENQUEUED":
             row.waiting += 1
             if row.oldest_id is None:
-                row.oldest_id, row.oldest_since = w.workflow_id, from_epoch_ms(w.created_at)
+                row.oldest_id, row.oldest_since = w.id, w.created
                 row.oldest_age = _ago(row.oldest_since, now)
         elif w.status == "DELAYED":
             row.delayed += 1
         elif w.status == "PENDING":
-            running[row.name][w.executor_id or "?"] += 1
+            running[row.name][w.executor or "?"] += 1
     for name, counts in running.items():
         rows[name].running = dict(sorted(counts.items()))
     if wants_json(request):
@@ -129,11 +121,10 @@ def next_tick(cron: str, timezone: str | None, now: datetime) -> datetime:
     return tick.astimezone(UTC)
 
 
-def _schedule_row(found: dict[str, Any], now: datetime) -> ScheduleRow:
-    last = datetime.fromisoformat(found["last_fired_at"]).astimezone(UTC) if found["last_fired_at"] else None
-    upcoming = next_tick(found["schedule"], found["cron_timezone"], now) if found["status"] == "ACTIVE" else None
-    return ScheduleRow(found["schedule_name"], found["workflow_name"], found["schedule"],
-                       found["cron_timezone"] or "UTC", found["status"], last, upcoming)
+def _schedule_row(found: inspect.ScheduleInfo, now: datetime) -> ScheduleRow:
+    upcoming = next_tick(found.cron, found.timezone, now) if found.status == "ACTIVE" else None
+    return ScheduleRow(found.name, found.workflow, found.cron, found.timezone or "UTC", found.status,
+                       found.last_fired, upcoming)
 
 
 async def schedules_page(request: Request) -> Response:
@@ -144,7 +135,7 @@ async def schedules_page(request: Request) -> Response:
 async def _schedules_response(request: Request, query: ScheduleQuery, *, message: str | None = None,
                               started: str | None = None) -> Response:
     now = utcnow()
-    found = await DBOS.list_schedules_async(status=query.status)
+    found = await inspect.schedules(status=query.status)
     rows = sorted((_schedule_row(s, now) for s in found), key=lambda r: r.name)
     if wants_json(request):
         return DataJSONResponse({"schedules": rows})
@@ -153,39 +144,16 @@ async def _schedules_response(request: Request, query: ScheduleQuery, *, message
                   block="schedules_table")
 
 
-ACTIONS = {"pause": ("PAUSED", "schedule.paused"), "resume": ("ACTIVE", "schedule.resumed"),
-           "trigger": (None, "schedule.triggered")}
-
-
-def _apply(session: Session, name: str, verb: str, actor: str, actor_id: int | None) -> str | None:
-    """Write the audit row, then change the schedule in DBOS, both before the commit: if either
-    fails nothing is recorded. (DBOS's tables may be in another database, so only a failed
-    commit after the DBOS call could leave a change unaudited.)"""
-    found = DBOS.get_schedule(name)
-    if found is None:
-        raise HTTPException(404, f"There is no schedule named “{name}”.")
-    target, action = ACTIONS[verb]
-    if target is not None and found["status"] == target:
-        raise HTTPException(409, f"The schedule “{name}” is already {target.lower()}.")
-    event = record_event(session, actor=actor, actor_id=actor_id, action=action, subject=f"schedule:{name}",
-                         details={"from": found["status"], "to": target} if target else {})
-    if verb == "trigger":
-        workflow_id = DBOS.trigger_schedule(name).workflow_id
-        event.details = {"workflow_id": workflow_id}
-        return workflow_id
-    (DBOS.pause_schedule if verb == "pause" else DBOS.resume_schedule)(name)
-    return None
-
-
 def _schedule_action(verb: str) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         principal = current_principal(request)
         name = request.path_params["schedule"]
         if len(name) > 200:
             raise HTTPException(404, "There is no schedule by that name.")
-        workflow_id = await in_session(request, lambda s: _apply(s, name, verb, principal.email, principal.id))
+        workflow_id = await in_session(request, lambda s: control.act_on_schedule(s, name, verb, principal))
         if wants_json(request):
-            status = (await DBOS.get_schedule_async(name) or {}).get("status")
+            found = await inspect.schedule(name)
+            status = found.status if found else None
             return JSONResponse({"schedule": name, "status": status, "workflow_id": workflow_id})
         if wants_fragment(request):
             done = {"pause": "paused", "resume": "resumed", "trigger": "triggered"}[verb]
@@ -225,7 +193,7 @@ async def executors_page(request: Request) -> Response:
     settings = request.app.state.settings
     beats = await in_session(request, list_executors)
     pending, capped = await _active_workflows(status="PENDING")
-    running = Counter(w.executor_id for w in pending if w.executor_id)
+    running = Counter(w.executor for w in pending if w.executor)
     now = utcnow()
     rows = [ExecutorRow(b.executor_id, "gone" if is_gone(b.last_seen, now, settings.heartbeat_interval_seconds)
                         else "alive", b.app_version, b.hostname, b.pid, b.started_at, b.last_seen,
@@ -246,6 +214,6 @@ routes = [
     guarded_route("/ops/queues", queues_page, access=Access.admin),
     guarded_route("/ops/schedules", schedules_page, access=Access.admin),
     *(guarded_route(f"/ops/schedules/{{schedule}}/{verb}", _schedule_action(verb), access=Access.admin,
-                    methods=("POST",)) for verb in ACTIONS),
+                    methods=("POST",)) for verb in control.SCHEDULE_ACTIONS),
     guarded_route("/ops/executors", executors_page, access=Access.admin),
 ]

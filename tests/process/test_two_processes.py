@@ -12,12 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app_process import AppProcess, app_env, wait_until
-from webapp.services.accounts import create_user
-from webapp.services.identity import Principal, issue_token
+from support.processes import AppProcess, app_env
+from support.waiting import wait_for
 from webapp.config import Settings
 from webapp.core.db import Database
 from webapp.core.models import Resource, ResourceApprover, utcnow
+from webapp.services.accounts import create_user
+from webapp.services.identity import Principal, issue_token
 
 pytestmark = pytest.mark.slow
 REASON = "Two processes: checking that the feed crosses them."
@@ -101,11 +102,11 @@ def test_a_change_through_one_process_reaches_a_browser_on_the_other(
             assert watcher.error is None, watcher.error
             return [data for _id, _event, data in watcher.events if f"request:{request_id}" in data]
 
-        wait_until(lambda: any("request.submitted" in d for d in actions()), "B to show the submission", 15)
+        wait_for(lambda: any("request.submitted" in d for d in actions()), what="B to show the submission", timeout=15)
         approved = a.http.post(f"/requests/{request_id}/approve", data={"comment": "ok"},
                                headers={"Authorization": f"Bearer {approver_token}"})
         assert approved.status_code in (200, 303), approved.text
-        wait_until(lambda: any("request.approved" in d for d in actions()), "B to show the approval", 15)
+        wait_for(lambda: any("request.approved" in d for d in actions()), what="B to show the approval", timeout=15)
     finally:
         watcher.stop()
 

@@ -61,3 +61,16 @@ def test_seed_demo_is_refused_in_production(tmp_path: Path) -> None:
     result = run(["seed-demo"], tmp_path, ENV="production", SECRET_KEY="s" * 40, EXECUTOR_ID="p1")
     assert result.returncode == 2
     assert "refusing to seed demo data" in result.stderr
+
+
+def test_production_start_without_secret_exits_with_one_clear_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DATABASE_URL")}
+    env["ENV"] = "production"
+    result = subprocess.run(
+        [sys.executable, "-m", "webapp", "serve"], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == ["gatehouse: configuration error: SECRET_KEY is not set; "
+                     "production needs a random secret of 32+ characters"]

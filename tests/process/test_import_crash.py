@@ -20,13 +20,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from app_process import READY_SECONDS, REPO, AppProcess, app_env, wait_until
-from randomuser_server import RandomUserServer
-from webapp.services.accounts import create_user
-from webapp.services.identity import Principal, issue_token
+from support.processes import READY_SECONDS, REPO, AppProcess, app_env
+from support.randomuser_server import RandomUserServer
+from support.waiting import wait_for
 from webapp.config import Settings
 from webapp.core.db import Database
 from webapp.core.models import AuditEvent, ErrorRecord, ImportChunk, ImportedPerson, ImportJob, User, utcnow
+from webapp.services.accounts import create_user
+from webapp.services.identity import Principal, issue_token
 
 pytestmark = pytest.mark.slow
 
@@ -53,8 +54,8 @@ def kill_group(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=30)
 
 
-def wait_for(check: Callable[[], Any], what: str, timeout: float = FINISH_SECONDS) -> Any:
-    return wait_until(check, what, timeout, interval=0.02)
+def wait_long(check: Callable[[], Any], what: str, timeout: float = FINISH_SECONDS) -> Any:
+    return wait_for(check, timeout, what, interval=0.02)
 
 
 def chunks_done(database: Database, job_id: int) -> int:
@@ -117,12 +118,12 @@ def test_a_killed_server_finishes_the_import_exactly_once(pg_settings: Settings,
             kills.append(chunks_done(database, job_id))
             for at_least in (8, 24):
                 server.start()
-                wait_for(lambda n=at_least: chunks_done(database, job_id) >= n, f"{at_least} chunks")  # type: ignore[misc]
+                wait_long(lambda n=at_least: chunks_done(database, job_id) >= n, f"{at_least} chunks")  # type: ignore[misc]
                 server.kill()
                 kills.append(chunks_done(database, job_id))
             assert job_status(database, job_id) == "running" and kills[-1] < 40, kills
             server.start()
-            wait_for(lambda: job_status(database, job_id) == "finished", "the job to finish")
+            wait_long(lambda: job_status(database, job_id) == "finished", "the job to finish")
         except BaseException:
             log.flush()
             print((tmp_path / "app.log").read_text()[-6000:])
@@ -146,8 +147,8 @@ def test_a_killed_cli_finishes_the_import_when_run_again(pg_settings: Settings, 
     with (tmp_path / "cli.log").open("w") as log:
         first = subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                  start_new_session=True)
-        job_id = wait_for(lambda: _only_job(database), "the job to be recorded", READY_SECONDS)
-        wait_for(lambda: chunks_done(database, job_id) >= 6, "6 chunks")
+        job_id = wait_long(lambda: _only_job(database), "the job to be recorded", READY_SECONDS)
+        wait_long(lambda: chunks_done(database, job_id) >= 6, "6 chunks")
         kill_group(first)
         killed_at = chunks_done(database, job_id)
         assert job_status(database, job_id) == "running" and killed_at < 30

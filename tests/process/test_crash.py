@@ -54,10 +54,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from app_process import AppProcess, app_env, wait_until
-from receivers import HttpReceiver, SmtpReceiver, free_port
-from webapp.services.accounts import create_user
-from webapp.services.identity import Principal, issue_token
+from support.processes import AppProcess, app_env
+from support.receivers import HttpReceiver, SmtpReceiver, free_port
+from support.waiting import wait_for
 from webapp.config import Settings
 from webapp.core.db import Database
 from webapp.core.models import (
@@ -70,6 +69,8 @@ from webapp.core.models import (
     ResourceApprover,
     utcnow,
 )
+from webapp.services.accounts import create_user
+from webapp.services.identity import Principal, issue_token
 from webapp.services.notifications import Message, dedup_key, message_id
 from webapp.workflows.notifications import DEDUP_HEADER
 
@@ -333,7 +334,8 @@ class Scenario:
             response = self.app.http.post(f"/requests/{request_id}/approve", data={"comment": "ok"},
                                           headers=self._headers(self.people.approver_token))
             if response.status_code == 503:  # sent, not applied within 10 s: a slow recovery
-                wait_until(lambda: self.status(request_id) == "approved", f"request {request_id} to be approved")
+                wait_for(lambda: self.status(request_id) == "approved", timeout=20,
+                         what=f"request {request_id} to be approved")
             else:
                 assert response.status_code == 200, f"approve #{request_id}: {response.status_code} {response.text}"
                 assert response.json()["status"] == "approved"
@@ -362,7 +364,7 @@ class Scenario:
                     Notification.dedup_key.in_(keys), Notification.status == "sent")))  # type: ignore[attr-defined]
             return sent == keys
 
-        wait_until(settled, "accepted messages to be checkpointed")
+        wait_for(settled, timeout=20, what="accepted messages to be checkpointed")
 
     def flow(self) -> None:
         """Let messages through for a moment, then stop them cleanly."""
@@ -399,8 +401,8 @@ class Scenario:
         if not wanted:
             return
         self.open_receivers()
-        wait_until(lambda: all(sum(g.counts()[key] for g in self.gates.values()) >= n for key, n in wanted.items()),
-                   f"the interrupted deliveries {sorted(wanted)} to arrive again")
+        wait_for(lambda: all(sum(g.counts()[key] for g in self.gates.values()) >= n for key, n in wanted.items()),
+                 timeout=20, what=f"the interrupted deliveries {sorted(wanted)} to arrive again")
         self.quiet_receivers()
 
     def restart(self, kind: str) -> None:
@@ -503,7 +505,7 @@ class Scenario:
             arrived = all(wanted[c] <= set(self.gates[c].counts()) for c in EXTERNAL)
             return statuses == {"approved"} and sent >= set().union(*wanted.values()) and arrived
 
-        wait_until(settled, "every request approved and every message delivered", timeout=SETTLE_SECONDS,
+        wait_for(settled, what="every request approved and every message delivered", timeout=SETTLE_SECONDS,
                    interval=0.2)
 
 
@@ -600,7 +602,7 @@ def test_kill_9_loses_and_repeats_nothing(pg_settings: Settings, database: Datab
             for kind in plan:
                 scenario.run(kind)
             scenario.finish()
-            wait_until(lambda: _delivery_backlog(system) == 0, "the delivery workflows to finish", timeout=30,
+            wait_for(lambda: _delivery_backlog(system) == 0, what="the delivery workflows to finish", timeout=30,
                        interval=0.2)
         except BaseException:
             log.flush()

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 DEFAULT_POOL = SAMPLES / "people-5000.json"
 MAX_RESULTS = 5000
 NAMESPACE = uuid.UUID("6f1c2a94-4f0e-4a43-9a43-5b7c3c0e7e11")

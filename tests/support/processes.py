@@ -8,17 +8,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import httpx
 
-from conftest import TEST_SECRET
-from receivers import free_port
+from support.receivers import free_port
+from support.waiting import wait_for
+from support.web import TEST_SECRET
 from webapp.config import Settings
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 READY_SECONDS = 40.0
 
 
@@ -34,18 +34,6 @@ def app_env(settings: Settings, **extra: str) -> dict[str, str]:
         "SHUTDOWN_GRACE_SECONDS": "0.5", **extra,
     })
     return env
-
-
-def wait_until(check: Callable[[], Any], what: str, timeout: float = 20.0, interval: float = 0.05) -> Any:
-    """`check()`'s first true value; fails after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 class AppProcess:
@@ -81,7 +69,7 @@ class AppProcess:
             except httpx.TransportError:
                 return False
 
-        wait_until(ready, "the app to be ready", READY_SECONDS)
+        wait_for(ready, what="the app to be ready", timeout=READY_SECONDS)
         self.start_seconds.append(time.monotonic() - began)
 
     def _close_client(self) -> None:

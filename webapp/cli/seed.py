@@ -1,0 +1,40 @@
+"""`webapp seed-demo`: a demo organisation in an empty database (webapp.services.demo)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from webapp.config import Settings
+from webapp.core.db import Database
+from webapp.services.demo import DEMO_PASSWORD, database_has_users, demo_logins, seed_demo
+
+
+def seed(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.is_production and not args.force:
+        print("refusing to seed demo data with ENV=production (use --force)", file=sys.stderr)
+        return 2
+    database = Database(settings.database_url)
+    try:
+        with database.session() as session:
+            if database_has_users(session):
+                logins = demo_logins(session)
+                print("the database already has users; demo data not added")
+                if not logins:
+                    return 0
+                print(f"Demo logins (password: {DEMO_PASSWORD}):")
+            else:
+                logins = seed_demo(session)
+                print(f"Demo organisation created. Every demo login uses the password: {DEMO_PASSWORD}")
+    finally:
+        database.dispose()
+    for role in ("admin", "approver", "member"):
+        for login in [entry for entry in logins if entry.role == role][:3]:
+            print(f"  {role:<8} {login.email:<32} {login.name}")
+    return 0
+
+
+def add_command(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    command = commands.add_parser("seed-demo", help="create a demo organisation in an empty database")
+    command.add_argument("--force", action="store_true", help="allow it with ENV=production")
+    command.set_defaults(run=seed)
