@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from starlette.testclient import TestClient
 
 from support.access import make_resource
 from support.waiting import wait_for
 from support.web import post_form, sign_in
+from webapp.config import Settings
 from webapp.core.db import Database
 from webapp.core.models import AccessRequest, AuditEvent, User
 from webapp.services.accounts import create_user
@@ -32,9 +34,9 @@ def audit_actions(database: Database, action: str) -> list[dict[str, Any]]:
         return [e.details for e in session.scalars(sa.select(AuditEvent).where(AuditEvent.action == action))]
 
 
-def settled(client: TestClient, href: str) -> dict[str, Any]:
+def settled(client: TestClient, href: str, timeout: float = 30) -> dict[str, Any]:
     return wait_for(lambda: (p := client.get(href, headers=JSON).json())["done"] and p,  # type: ignore[no-any-return]
-                    timeout=30, what=f"{href} to finish")
+                    timeout=timeout, what=f"{href} to finish")
 
 
 def test_submit_for_a_department_skips_those_with_a_pending_request(client: TestClient, database: Database,
@@ -83,9 +85,30 @@ def test_load_batch_goes_through_the_requests_queue(client: TestClient, database
     progress = settled(client, f"/ops/batches/{batch_id}")
     assert (progress["total"], progress["recorded"]) == (6, 6)
     members = client.get(f"/ops/workflows?prefix={batch_id}-", headers=JSON).json()["workflows"]
-    assert len(members) == 6 and {w["queue"] for w in members} == {"requests"}
+    starters = [w for w in members if w["id"].endswith(".start")]
+    assert len(starters) == 6 and {w["queue"] for w in starters} == {"requests"}, "the queue paces the starts"
+    assert {(w["name"], w["queue"]) for w in members if w not in starters} == {("access_request_workflow", None)}
     assert len({(email, wid) for email, _, wid in requests_of(database)}) == 6
     assert client.post("/ops/batch/3", headers={**JSON, **csrf}).status_code == 409, "only 2 pairs are left"
+
+
+@pytest.mark.slow  # a load test: 200 request workflows
+def test_a_batch_larger_than_the_queue_finishes(client: TestClient, database: Database, settings: Settings,
+                                               people: dict[str, Any]) -> None:
+    """The requests queue paces the start of requests only: a request waiting days for its
+    decisions must not hold a slot, or a batch beyond the queue's concurrency never ends."""
+    assert (settings.batch_concurrency, settings.batch_rate_limit) == (8, 50)  # the defaults
+    for n in range(50):
+        make_resource(database, people, f"app-{n:02d}")
+    sign_in(client, "admin@example.com")
+    started = client.post("/ops/batch/200", headers={**JSON, "X-CSRF-Token": client.cookies["gh_csrf"]})
+    assert started.status_code == 202
+    progress = settled(client, started.json()["href"], timeout=120)
+    assert (progress["total"], progress["recorded"], progress["queued"], progress["ended_unrecorded"]) == (200, 200, 0, 0)
+    requests_queue = next(q for q in client.get("/ops/queues", headers=JSON).json()["queues"] if q["name"] == "requests")
+    assert (requests_queue["waiting"], requests_queue["running"]) == (0, {}), "no request holds a queue slot"
+    waiting = client.get(f"/ops/workflows?prefix={progress['batch_id']}-&status=PENDING", headers=JSON).json()
+    assert len(waiting["workflows"]) == 50 and waiting["next"], "every request's workflow waits for decisions"
 
 
 def test_refused_input_starts_nothing(client: TestClient, database: Database, people: dict[str, Any]) -> None:

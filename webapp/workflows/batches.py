@@ -1,11 +1,19 @@
-"""Operator batches: many access requests started at once through the rate-limited
+"""Operator batches: many access requests started at once, paced by the rate-limited
 `requests` queue (`/ops/submit` for a chosen set of people, `/ops/batch/{count}` for load).
 
     request_batch_workflow(batch_id, submissions)
-      enqueue one access_request_workflow per submission, under "<batch_id>-<n>"
+      enqueue one start_request per submission on the `requests` queue, under
+      "<batch_id>-<n>.start"
+    start_request(workflow_id, submission)          on the queue
+      start the request's own workflow ("<batch_id>-<n>") outside the queue, and end
+
+A queue slot is held for as long as the workflow that took it runs. A request workflow
+waits days for decisions and then for its grant to end, so the queue paces only the
+start: the starter ends at once and frees its slot, and batches of any size finish (a
+batch larger than the queue's concurrency used to stop there for good).
 
 The batch is a workflow so that a crash half-way through enqueueing finishes the rest on
-recovery, and the per-request ids make each enqueue happen once. What becomes of each
+recovery, and the per-request ids make each start happen once. What becomes of each
 request (recorded, refused as a duplicate, auto-approved) is the request workflow's own
 business; `progress` reads it back from DBOS and the requests table.
 """
@@ -37,15 +45,25 @@ def new_batch_id() -> str:
 
 
 def member_id(batch_id: str, n: int) -> str:
+    """The id of the batch's n-th request workflow (its starter's is this plus ".start")."""
     return f"{batch_id}-{n}"
 
 
 @DBOS.workflow()
 def request_batch_workflow(batch_id: str, submissions: list[Submission]) -> int:
     for n, submission in enumerate(submissions):
-        with SetWorkflowID(member_id(batch_id, n)):
-            DBOS.enqueue_workflow(QUEUE, access_request_workflow, submission)
+        request_id = member_id(batch_id, n)
+        with SetWorkflowID(f"{request_id}.start"):
+            DBOS.enqueue_workflow(QUEUE, start_request, request_id, submission)
     return len(submissions)
+
+
+@DBOS.workflow()
+def start_request(workflow_id: str, submission: Submission) -> str:
+    """Start one request's workflow, outside the queue this starter was paced by."""
+    with SetWorkflowID(workflow_id):
+        DBOS.start_workflow(access_request_workflow, submission)
+    return workflow_id
 
 
 @dataclass(frozen=True)
@@ -79,12 +97,16 @@ async def progress(database: Database, batch_id: str) -> Progress | None:
         total = len(batch.input["args"][1]) if batch.input else 0
     members = await DBOS.list_workflows_async(workflow_id_prefix=f"{batch_id}-", load_input=False,
                                               load_output=False)
+    starters = [w for w in members if w.name == start_request.__qualname__]
+    requests = [w for w in members if w.name == access_request_workflow.__qualname__]
     recorded = set(await database.in_session(lambda s: _recorded_ids(s, batch_id)))
     return Progress(
         batch_id=batch_id, total=total,
-        queued=sum(1 for w in members if w.status == "ENQUEUED"),
+        queued=sum(1 for w in starters if w.status == "ENQUEUED"),
         recorded=len(recorded),
-        ended_unrecorded=sum(1 for w in members if w.status in FINISHED and w.workflow_id not in recorded),
+        # Refused (a duplicate, over a limit) or failed; or never started (a cancelled starter).
+        ended_unrecorded=sum(1 for w in requests if w.status in FINISHED and w.workflow_id not in recorded)
+        + sum(1 for w in starters if w.status in FINISHED and w.status != "SUCCESS"),
         enqueuing=batch.status in ("PENDING", "ENQUEUED"),
     )
 
