@@ -60,6 +60,20 @@ def test_deactivating_signs_the_person_out_everywhere(client: TestClient, people
     assert "deactivated" in client.get(f"/admin/users/{people['member'].id}").text
 
 
+def test_reactivating_a_person_brings_back_none_of_their_tokens(client: TestClient, people, app) -> None:  # type: ignore[no-untyped-def]
+    sign_in(client, "admin@example.com")
+    member_id = people["member"].id
+    issued = post_form(client, f"/admin/users/{member_id}/tokens", {"name": "laptop"})
+    secret = issued.text.split("gh_", 1)[1].split("<", 1)[0].split('"', 1)[0]
+    script = TestClient(app)
+    bearer = {"Authorization": f"Bearer gh_{secret}", "Accept": "application/json"}
+    assert script.get("/my/access", headers=bearer).status_code == 200
+    assert post_form(client, f"/admin/users/{member_id}/active", {"active": "false"}).status_code == 303
+    assert post_form(client, f"/admin/users/{member_id}/active", {"active": "true"}).status_code == 303
+    assert script.get("/my/access", headers=bearer).status_code == 401, "deactivation revoked the token"
+    assert "revoked" in client.get(f"/admin/users/{member_id}").text
+
+
 def test_tokens_are_shown_once_and_can_be_revoked(client: TestClient, people, database: Database) -> None:  # type: ignore[no-untyped-def]
     sign_in(client, "admin@example.com")
     issued = post_form(client, f"/admin/users/{people['member'].id}/tokens", {"name": "nightly sync"})

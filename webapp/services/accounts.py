@@ -7,10 +7,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from webapp.core.emails import EMAIL_PATTERN, normalise_email
-from webapp.core.models import Role, User
+from webapp.core.models import Role, User, utcnow
 from webapp.core.passwords import MIN_PASSWORD_LENGTH, hash_password
 from webapp.services.audit import Action, record_event
-from webapp.services.identity import end_all_sessions
+from webapp.services.identity import end_all_sessions, revoke_all_tokens
 
 
 class AccountError(ValueError):
@@ -82,7 +82,8 @@ def change_role(session: Session, user: User, role: str, *, actor: str, actor_id
 
 
 def set_active(session: Session, user: User, active: bool, *, actor: str, actor_id: int | None) -> None:
-    """Deactivating ends every session of the user at once; their tokens stop working too."""
+    """Deactivating ends every session of the user at once and revokes their API tokens, so
+    reactivating them later brings none of those back."""
     if active == user.active:
         return
     if not active and _last_active_admin(session, user):
@@ -90,6 +91,7 @@ def set_active(session: Session, user: User, active: bool, *, actor: str, actor_
     user.active = active
     if not active:
         end_all_sessions(session, user.id)  # type: ignore[arg-type]
+        revoke_all_tokens(session, user.id, actor=actor, actor_id=actor_id, now=utcnow())  # type: ignore[arg-type]
     record_event(session, actor=actor, actor_id=actor_id,
                  action=Action.USER_ACTIVATED if active else Action.USER_DEACTIVATED, subject=f"user:{user.id}")
 

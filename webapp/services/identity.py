@@ -131,6 +131,19 @@ def end_all_sessions(session: Session, user_id: int) -> None:
     session.execute(sa.delete(UserSession).where(UserSession.user_id == user_id))
 
 
+def revoke_all_tokens(session: Session, user_id: int, *, actor: str, actor_id: int | None, now: datetime) -> int:
+    """Revoke every live API token of `user_id` (audited, one event naming them); how many."""
+    live = list(session.scalars(sa.select(ApiToken).where(ApiToken.user_id == user_id,
+                                                           ApiToken.revoked_at.is_(None))))  # type: ignore[union-attr]
+    for token in live:
+        token.revoked_at = now
+    if live:
+        record_event(session, actor=actor, actor_id=actor_id, action=Action.TOKEN_REVOKED, subject=f"user:{user_id}",
+                     details={"tokens": [t.id for t in live], "prefixes": [t.prefix for t in live],
+                              "why": "the person was deactivated"})
+    return len(live)
+
+
 def principal_for_session(session: Session, settings: Settings, token: str, *, now: datetime) -> Principal | None:
     """The user behind a session cookie, or None when it is unknown, idle too long, too
     old, or its user was deactivated (the session is then deleted)."""
