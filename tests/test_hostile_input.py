@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
@@ -77,7 +78,7 @@ hostile_text = st.one_of(
     st.text(st.characters(exclude_categories=["Cs"]), max_size=40),
     st.sampled_from([
         "", " ", "0", "-1", "1", "2", "7d", "admin", "member", "true", "false", "on",
-        "99999999999999999999999", "-2147483649", "1e309", "NaN", "Infinity", "0x10", "３",
+        "99999999999999999999999", "-2147483649", "1e309", "NaN", "Infinity", "0x10", "３", "²", "١٢",
         "' OR 1=1 --", "'; DROP TABLE users; --", "\" onmouseover=\"alert(1)", MARKER,
         f"<script>{MARKER}</script>", "\x00", "a\x00b", "../../etc/passwd", "//evil.example",
         "é" * 300, "𝔊" * 70, "A" * 5000, "\u202e\u0000\ufeff", "%00", "{{7*7}}", "${jndi:x}",
@@ -183,3 +184,54 @@ def test_query_parameters_survive_hostile_input(admin_client, database: Database
         if "location" in response.headers:
             assert re.match(r"^/(?!/)", response.headers["location"]), response.headers["location"]
     assert snapshot(database) == before
+
+
+# Headers and cookies: what a browser or a script can put there, as raw UTF-8 bytes.
+HEADERS = ("x-csrf-token", "last-event-id", "authorization", "x-request-id", "hx-request", "accept", "origin")
+COOKIES = ("gh_csrf", "gh_session")
+# A page, a fragment, the event stream, a write, and the sign-in form before signing in.
+ENDPOINTS = [("GET", "/"), ("GET", "/requests"), ("GET", "/events"), ("GET", "/events?last_event_id={value}"),
+             ("POST", "/requests/{request_id:int}/approve"), ("GET", "/login"), ("POST", "/login")]
+unicode_text = st.one_of(
+    st.text(st.characters(exclude_categories=["Cs", "Cc"]), min_size=1, max_size=30),
+    st.sampled_from(["²", "\xe9.x", "١٢", "𝟙𝟚", "0\u0663", "é" * 200, "Bearer ²", "Bearer gh_é", "1" * 30]),
+)
+
+
+@background_random
+@pytest.mark.parametrize(("method", "path"), ENDPOINTS)
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_headers_and_cookies_survive_arbitrary_unicode(admin_client, method: str, path: str, data) -> None:  # type: ignore[no-untyped-def]
+    """Every header and cookie the app reads, and the stream's resume id, with any Unicode:
+    an answer a browser can act on (2xx-4xx), never a 500."""
+    client, ids = admin_client
+    value = data.draw(unicode_text, label="value")
+    headers = {name: data.draw(unicode_text, label=name).encode() for name in data.draw(st.sets(st.sampled_from(HEADERS)))}
+    jar = {name: data.draw(unicode_text, label=name) for name in data.draw(st.sets(st.sampled_from(COOKIES)))}
+    cookies = {**client.cookies, **jar}
+    headers[b"cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items()).encode()
+    url = concrete(path.replace("{value}", quote(value)), ids)
+    bare = TestClient(client.app)  # cookies only from the header above
+    with bare.stream(method, url, headers=headers, data={"csrf_token": value} if method == "POST" else None,
+                     follow_redirects=False) as response:
+        assert response.status_code < 500, (url, headers, response.read()[:300])
+
+
+def test_digits_and_tokens_outside_ascii_are_refused_not_crashed(admin_client) -> None:  # type: ignore[no-untyped-def]
+    """The review's cases: "²".isdigit() is true but int("²") fails; a non-ASCII CSRF cookie
+    made hmac.compare_digest raise on every route."""
+    client, ids = admin_client
+    form = {"name": "new-app", "approvals_required": "1", "max_duration": "permanent", "pending_ttl_hours": "72",
+            "approvers": "²", "csrf_token": csrf_token(client)}
+    assert client.post("/admin/resources", data=form, follow_redirects=False).status_code == 422
+    with client.stream("GET", "/events?last_event_id=%C2%B2") as stream:
+        assert stream.status_code == 200
+    with client.stream("GET", "/events", headers={"Last-Event-ID": "١٢".encode()}) as stream:
+        assert stream.status_code == 200
+    browser = TestClient(client.app)
+    page = browser.get("/login", headers={"cookie": "gh_csrf=\xe9.x".encode()})
+    assert page.status_code == 200 and "gh_csrf=" in page.headers["set-cookie"], "a fresh token replaces it"
+    refused = browser.post("/login", data={"email": "a@example.com", "password": "x", "csrf_token": "é.x"},
+                           headers={"cookie": "gh_csrf=\xe9.x".encode()})
+    assert refused.status_code == 403

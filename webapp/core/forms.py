@@ -78,6 +78,14 @@ def parse_query(model: type[M], values: Mapping[str, Any]) -> M:
             kept = remaining
 
 
+def plain_int(text: str | None, *, max_digits: int = 18) -> int | None:
+    """`text` as a non-negative integer when it is ASCII digits only, else None. (`str.isdigit`
+    also accepts "²" and "١", which `int()` then refuses or reads as another number.)"""
+    if not text or len(text) > max_digits or not (text.isascii() and text.isdigit()):
+        return None
+    return int(text)
+
+
 def safe_next(target: str | None, default: str = "/") -> str:
     """Only same-site paths: no scheme, no host, no protocol-relative `//`."""
     if not target or not target.startswith("/") or target.startswith(("//", "/\\")) or "\n" in target or "\r" in target:

@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from webapp.core.forms import plain_int
 from webapp.live.feed import FeedEvent, load_events
 from webapp.services.identity import Principal
 from webapp.services.overview import Counters
@@ -30,8 +31,7 @@ SEND_TIMEOUT_SECONDS = 10
 
 
 def last_event_id(request: Request) -> int | None:
-    raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id") or ""
-    return int(raw) if raw.isdigit() and len(raw) < 19 else None
+    return plain_int(request.headers.get("last-event-id") or request.query_params.get("last_event_id"))
 
 
 async def _counters(request: Request, principal: Principal, as_of: int) -> ServerSentEvent:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from enum import StrEnum
@@ -119,14 +120,25 @@ def _sign_in_required(request: Request) -> Response:
 
 # CSRF --------------------------------------------------------------------------------------
 
+# A CSRF token is "<nonce>.<mac>": 32 URL-safe characters, then 32 hex digits. Anything else
+# (other characters, other lengths, non-ASCII) is not a token, and is never compared.
+CSRF_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{32}\.[0-9a-f]{32}")
+
+
 def _sign(secret_key: str, nonce: str) -> str:
     mac = hmac.new(secret_key.encode(), nonce.encode(), hashlib.sha256).hexdigest()[:32]
     return f"{nonce}.{mac}"
 
 
+def _is_token(value: str | None) -> bool:
+    return value is not None and CSRF_TOKEN_SHAPE.fullmatch(value) is not None
+
+
 def _valid_token(secret_key: str, token: str) -> bool:
+    if not _is_token(token):
+        return False
     nonce, _, _mac = token.partition(".")
-    return bool(nonce) and hmac.compare_digest(_sign(secret_key, nonce), token)
+    return hmac.compare_digest(_sign(secret_key, nonce).encode(), token.encode())
 
 
 def new_csrf_token(secret_key: str) -> str:
@@ -148,7 +160,8 @@ async def _check_csrf(request: Request) -> None:
             raise HTTPException(400, "The form could not be read.") from exc
         field = form.get(CSRF_FIELD)
         sent = field if isinstance(field, str) else None
-    if not (cookie and sent and _valid_token(secret_key, cookie) and hmac.compare_digest(cookie, sent)):
+    matches = _is_token(sent) and hmac.compare_digest(cookie.encode(), sent.encode())  # type: ignore[union-attr]
+    if not (_valid_token(secret_key, cookie) and matches):
         raise HTTPException(403, "The form has expired or did not come from this site. Reload the page and try again.")
 
 

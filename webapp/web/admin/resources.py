@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from webapp.core.durations import DURATIONS, LABELS, duration_key
-from webapp.core.forms import FormInvalid, FormModel, parse_form
+from webapp.core.forms import FormInvalid, FormModel, parse_form, plain_int
 from webapp.core.models import Resource, ResourceKind, User, utcnow
 from webapp.services import catalog
 from webapp.services.access_history import AccessAt, AccessAtQuery, holders_at
@@ -70,13 +70,10 @@ async def _resources_response(request: Request, *, status_code: int = 200, error
 
 
 def _approver_ids(raw: Any) -> list[int]:
-    ids = []
-    for value in raw.getlist("approvers"):
-        if isinstance(value, str) and value.isdigit() and len(value) < 10:
-            ids.append(int(value))
-        else:
-            raise FormInvalid({"approvers": "Choose approvers from the list."}, {})
-    return ids
+    ids = [plain_int(value, max_digits=9) if isinstance(value, str) else None for value in raw.getlist("approvers")]
+    if None in ids:
+        raise FormInvalid({"approvers": "Choose approvers from the list."}, {})
+    return ids  # type: ignore[return-value]
 
 
 def _changes(form: ResourceForm, approver_ids: list[int]) -> catalog.ResourceChanges:

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from webapp.core.durations import DURATIONS, LABELS
-from webapp.core.forms import FormInvalid, parse_form
+from webapp.core.forms import FormInvalid, parse_form, plain_int
 from webapp.core.models import Resource, utcnow
 from webapp.core.ratelimit import SlidingWindowLimiter
 from webapp.services.access import AccessError, requestable_resources
@@ -38,7 +38,7 @@ def submission_limiter(request: Request) -> SlidingWindowLimiter:
 async def new_request_page(request: Request) -> Response:
     """The request form; each rendering carries a fresh key, so one form submits once."""
     preselect = request.query_params.get("resource_id", "")
-    return await _form_response(request, values={"resource_id": preselect if preselect.isdigit() else "",
+    return await _form_response(request, values={"resource_id": preselect if plain_int(preselect) else "",
                                                  "duration": "8h"})
 
 
