@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 from starlette.testclient import TestClient
 
+from support.network import black_hole
+from webapp.app import create_app
+from webapp.config import Settings
 from webapp.core.db import Database
 
 
@@ -44,3 +49,19 @@ def test_readyz_fails_when_dbos_is_down(client: TestClient) -> None:
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"] == {"database": "ok", "dbos": "error: RuntimeError: DBOS is not launched"}
+
+
+def test_readyz_answers_within_its_timeout_when_a_database_hangs(settings: Settings) -> None:
+    """A database that accepts and never answers must not hold a probe for long: the checks
+    run at once, each bounded by READY_TIMEOUT_SECONDS."""
+    with black_hole() as port, TestClient(create_app(settings.model_copy(update={"ready_timeout_seconds": 1.0}))) as client:
+        healthy = client.app.state.db  # type: ignore[attr-defined]
+        client.app.state.db = Database(f"postgresql://postgres@127.0.0.1:{port}/hangs")  # type: ignore[attr-defined]
+        try:
+            began = time.monotonic()
+            response = client.get("/readyz")
+            took = time.monotonic() - began
+        finally:
+            client.app.state.db = healthy  # type: ignore[attr-defined]
+    assert response.status_code == 503 and took < 1.8, f"answered after {took:.1f} s"
+    assert response.json()["checks"] == {"database": "error: no answer within 1 s", "dbos": "ok"}

@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     # Each process rewrites its executor_heartbeat row this often; the ops console calls an
     # executor gone after three intervals without one.
     heartbeat_interval_seconds: float = Field(default=10.0, gt=0)
+    # /readyz checks both databases at once, each for at most this long.
+    ready_timeout_seconds: float = Field(default=2.0, gt=0)
     # The live feed's poll (SQLite; on PostgreSQL NOTIFY wakes it and this is a fallback).
     live_poll_interval: float = Field(default=0.25, gt=0)
     sweep_interval_seconds: int = Field(default=5, ge=1, le=59)
