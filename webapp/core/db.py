@@ -6,13 +6,16 @@ the DBOS datasource bound to the same engine (webapp.workflows.datasource).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from webapp.core.background import in_thread
@@ -86,3 +89,29 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+# SQLite's words for "cannot be had now"; its other OperationalErrors (no such table, ...) are bugs.
+_SQLITE_UNAVAILABLE = ("database is locked", "unable to open database file", "disk i/o error", "database is full")
+# What a database that is down, restarting, unreachable or saturated raises, by driver.
+OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError, psycopg.OperationalError,
+    psycopg.InterfaceError, sqlite3.OperationalError,
+)
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether `error` (or what caused it) says a database cannot be reached or used now,
+    rather than that the code is wrong: the answer is then 503, not 500."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, sqlite3.OperationalError):
+            return str(current).lower().startswith(_SQLITE_UNAVAILABLE)
+        if isinstance(current, (psycopg.OperationalError, psycopg.InterfaceError, sa_exc.TimeoutError)):
+            return True
+        current = current.__cause__ or current.__context__
+    return False

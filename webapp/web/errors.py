@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from webapp.core.db import OUTAGE_ERRORS, is_outage
 from webapp.core.errors import Refusal
 from webapp.core.forms import FormInvalid
 from webapp.web.rendering import is_htmx, render, wants_json
@@ -78,10 +79,22 @@ async def form_invalid(request: Request, exc: Exception) -> Response:
     return error_response(request, 422, "; ".join(exc.errors.values()), fields=exc.errors)
 
 
+OUTAGE_RETRY_SECONDS = 5
+
+
 async def server_error(request: Request, exc: Exception) -> Response:
+    """A database that cannot be reached or used now is an outage (503, with Retry-After);
+    anything else is a bug (500). Both are logged."""
+    if is_outage(exc):
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return error_response(request, 503, "The database is not answering right now; try again in a few seconds.",
+                              {"Retry-After": str(OUTAGE_RETRY_SECONDS)})
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(request, 500, "The server hit an error; it has been logged.")
 
 
 EXCEPTION_HANDLERS = {HTTPException: http_exception, Refusal: refusal, FormInvalid: form_invalid,
-                      Exception: server_error}
+                      # The drivers' errors are answered here, not by the last-resort handler below,
+                      # which Starlette follows by raising the error again.
+                      **{error: server_error for error in OUTAGE_ERRORS}, Exception: server_error}
