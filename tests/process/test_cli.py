@@ -7,7 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
+
+from support.processes import AppProcess, app_env
+from support.receivers import free_port
+from webapp.config import Settings
 
 
 def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -74,3 +79,29 @@ def test_production_start_without_secret_exits_with_one_clear_line(tmp_path: Pat
     lines = result.stderr.strip().splitlines()
     assert lines == ["gatehouse: configuration error: SECRET_KEY is not set; "
                      "production needs a random secret of 32+ characters"]
+
+
+def test_a_second_server_on_one_sqlite_file_is_refused(settings: Settings, on_postgres: bool, tmp_path: Path) -> None:
+    """Two processes on one SQLite file would each run the other's queued work: the second
+    one says so and stops; once the first has stopped, a server starts again."""
+    if on_postgres:
+        pytest.skip("several processes on one PostgreSQL database are the supported set-up")
+    env = app_env(settings, EXECUTOR_ID="first")
+    with (tmp_path / "first.log").open("w") as log:
+        first = AppProcess(env, log, cwd=tmp_path)
+        first.start()
+        pid = first.proc.pid if first.proc else None
+        try:
+            second = subprocess.run([sys.executable, "-m", "webapp", "serve", "--port", str(free_port())],
+                                    cwd=tmp_path, env={**env, "EXECUTOR_ID": "second"}, capture_output=True, text=True,
+                                    timeout=60)
+            assert first.http.get("/healthz").status_code == 200, "the first one serves on"
+        finally:
+            first.stop()
+        assert second.returncode == 2
+        database = settings.database_url.removeprefix("sqlite:///")
+        assert second.stderr.strip().splitlines() == [
+            f"gatehouse: pid {pid} already serves {database}; SQLite takes one "
+            "server. Stop it first, or use PostgreSQL (DATABASE_URL) to run several."]
+        first.start()  # the lock went with the process
+        first.stop()

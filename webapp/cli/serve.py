@@ -1,13 +1,49 @@
-"""`webapp serve`: run the web app and its workflows in this process."""
+"""`webapp serve`: run the web app and its workflows in this process.
+
+On SQLite one process serves a database: DBOS's queues, schedules and recovery assume
+that several processes share PostgreSQL. A second `webapp serve` on the same SQLite file
+stops at once with one line, instead of two processes stepping on each other's work.
+"""
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import logging
 import os
+import sys
+from pathlib import Path
+from typing import IO
 
 from webapp.config import Settings
 from webapp.core.logging_setup import configure_logging
+
+
+class AlreadyServed(Exception):
+    """Another process serves this SQLite database."""
+
+
+def hold_sqlite(database_url: str) -> IO[str] | None:
+    """Take the lock file next to an SQLite database for the life of this process (None
+    for other databases); AlreadyServed when another process holds it."""
+    if not database_url.startswith("sqlite:///"):
+        return None
+    path = Path(database_url.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_name(path.name + ".serving").open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        lock.close()
+        raise AlreadyServed(f"{holder} already serves {path}; SQLite takes one server. Stop it first, or use "
+                            "PostgreSQL (DATABASE_URL) to run several.") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()}")
+    lock.flush()
+    return lock
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -15,9 +51,15 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from webapp.app import create_app
 
+    try:
+        lock = hold_sqlite(settings.database_url)
+    except AlreadyServed as served:
+        print(f"gatehouse: {served}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level, settings.resolved_log_format)
     app = create_app(settings)
     app.state.serving_pid = os.getpid()  # POST /ops/shutdown may stop this process: uvicorn handles its SIGTERM
+    app.state.serving_lock = lock  # held as long as the process serves
     uvicorn.run(
         app,
         host=args.host or settings.host,
