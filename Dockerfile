@@ -23,7 +23,7 @@ COPY webapp/ webapp/
 RUN pip install . \
     && rm -rf build gatehouse.egg-info
 
-COPY alembic.ini ./
+COPY alembic.ini dbos-config.yaml ./
 COPY migrations/ migrations/
 COPY templates/ templates/
 COPY static/ static/

@@ -21,7 +21,7 @@ def test_development_needs_nothing_set(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = make()
     settings.check()
     assert settings.database_url == "sqlite:///var/gatehouse.sqlite"
-    assert settings.system_database_url == "sqlite:///var/gatehouse-dbos.sqlite"
+    assert settings.system_database_url == "sqlite:///var/gatehouse_dbos.sqlite"  # where `dbos` looks too
     assert settings.resolved_log_format == "console"
 
 
@@ -60,3 +60,16 @@ def test_production_accepts_safe_values() -> None:
     settings = make(env="production", secret_key=STRONG, executor_id="app-1", database_url="postgresql://db/g")
     settings.check()
     assert settings.resolved_log_format == "json"
+
+
+def test_a_system_database_of_the_earlier_name_is_adopted(tmp_path: Path) -> None:
+    """var/gatehouse-dbos.sqlite (before 0.2) becomes var/gatehouse_dbos.sqlite, WAL and all."""
+    from webapp.workflows.runtime import adopt_earlier_system_file
+
+    for suffix in ("", "-wal"):
+        (tmp_path / f"gatehouse-dbos.sqlite{suffix}").write_text(f"workflows{suffix}")
+    adopt_earlier_system_file(make(database_url=f"sqlite:///{tmp_path / 'gatehouse.sqlite'}"))
+    assert (tmp_path / "gatehouse_dbos.sqlite").read_text() == "workflows"
+    assert (tmp_path / "gatehouse_dbos.sqlite-wal").read_text() == "workflows-wal"
+    assert not list(tmp_path.glob("gatehouse-dbos*"))
+

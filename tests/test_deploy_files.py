@@ -319,7 +319,8 @@ def test_dockerfile_copies_what_the_app_needs() -> None:
         if keyword == "COPY":
             *sources, _dest = [a for a in args.split() if not a.startswith("--")]
             copied |= {s.rstrip("/") for s in sources}
-    needed = {"webapp", "templates", "static", "migrations", "alembic.ini", "pyproject.toml", "README.md"}
+    needed = {"webapp", "templates", "static", "migrations", "alembic.ini", "dbos-config.yaml", "pyproject.toml",
+              "README.md"}
     assert needed <= copied, f"not copied: {sorted(needed - copied)}"
     assert not copied & {".", "tests", "bench", ".venv", "var"}, copied
     missing = sorted(name for name in copied if not (ROOT / name).exists())

@@ -143,8 +143,7 @@ class Settings(BaseSettings):
         if self.dbos_system_database_url:
             return self.dbos_system_database_url
         if self.uses_sqlite:
-            app_file = Path(self.database_url.removeprefix("sqlite:///"))
-            return f"sqlite:///{app_file.with_name(app_file.stem + '-dbos' + app_file.suffix)}"
+            return f"sqlite:///{system_file_beside(Path(self.database_url.removeprefix('sqlite:///')))}"
         return self.database_url
 
     @property
@@ -173,6 +172,12 @@ class Settings(BaseSettings):
                 "EXECUTOR_ID is not set; give each production process a stable, distinct id "
                 "so a restart recovers its own workflows"
             )
+
+
+def system_file_beside(app_file: Path) -> Path:
+    """The DBOS system database file beside an SQLite app database: var/gatehouse.sqlite has
+    var/gatehouse_dbos.sqlite, which is also where DBOS's own CLI looks (dbos-config.yaml)."""
+    return app_file.with_name(f"{app_file.stem}_dbos{app_file.suffix}")
 
 
 def generate_secret_key() -> str:

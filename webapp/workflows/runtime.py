@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from dbos import DBOS, DBOSConfig, SetWorkflowID
@@ -60,10 +61,27 @@ def dbos_config(settings: Settings) -> DBOSConfig:
     return config
 
 
+def adopt_earlier_system_file(settings: Settings) -> None:
+    """Before 0.2 the SQLite system database beside var/gatehouse.sqlite was named
+    gatehouse-dbos.sqlite; it is gatehouse_dbos.sqlite now, where DBOS's CLI looks. Rename a
+    file of the earlier name once, so the workflows it holds are recovered, not forgotten."""
+    url = settings.system_database_url
+    if settings.dbos_system_database_url or not url.startswith("sqlite:///"):
+        return
+    now = Path(url.removeprefix("sqlite:///"))
+    before = now.with_name(now.name.replace("_dbos", "-dbos"))
+    if before.exists() and not now.exists():
+        for suffix in ("", "-wal", "-shm"):
+            if Path(f"{before}{suffix}").exists():
+                Path(f"{before}{suffix}").rename(f"{now}{suffix}")
+        log.warning("renamed the DBOS system database %s to %s", before, now)
+
+
 def launch(settings: Settings, *, prepare: Callable[[], None], queues: Iterable[str] | None = None) -> None:
     """Build DBOS from `settings`, run `prepare` (bind datasources, configure instances:
     what recovered workflows need), and launch. `queues`: dequeue only from these."""
     ensure_sqlite_directory(settings.system_database_url)
+    adopt_earlier_system_file(settings)
     if is_launched():  # a previous launch in this process (tests) must not leak its config
         DBOS.destroy()
     DBOS(config=dbos_config(settings))
