@@ -33,10 +33,17 @@ def test_cookies_are_secure_behind_https(settings, people) -> None:  # type: ign
 
     app = create_app(settings.model_copy(update={"base_url": "https://gate.example.org"}))
     with TestClient(app, base_url="https://testserver") as client:
-        response = post_form(client, "/login", {"email": "member@example.com", "password": PASSWORD})
+        client.get("/login")
+        response = client.post("/login", data={"email": "member@example.com", "password": PASSWORD,
+                                                "csrf_token": client.cookies["__Host-gh_csrf"]}, follow_redirects=False)
         assert response.status_code == 303
-        assert all("Secure" in c for c in response.headers.get_list("set-cookie"))
+        cookies = response.headers.get_list("set-cookie")
+        assert {c.split("=", 1)[0] for c in cookies} == {"__Host-gh_session", "__Host-gh_csrf"}
+        assert all("Secure" in c and "Path=/" in c and "Domain" not in c for c in cookies)
+        assert client.get("/my/access", headers={"Accept": "application/json"}).status_code == 200, "signed in"
         assert "max-age=31536000" in client.get("/healthz").headers["strict-transport-security"]
+        signed_out = client.post("/logout", data={"csrf_token": client.cookies["__Host-gh_csrf"]}, follow_redirects=False)
+        assert signed_out.status_code == 303 and "__Host-gh_session" not in client.cookies
 
 
 def test_unknown_user_and_wrong_password_look_the_same(client: TestClient, people, database: Database) -> None:  # type: ignore[no-untyped-def]

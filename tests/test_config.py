@@ -49,6 +49,8 @@ def test_dotenv_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         ({"secret_key": "short"}, "SECRET_KEY is too weak"),
         ({"secret_key": STRONG, "executor_id": "local"}, "EXECUTOR_ID is not set"),
         ({"secret_key": STRONG, "executor_id": "a", "workers": 2}, "several executors need PostgreSQL"),
+        ({"secret_key": STRONG, "executor_id": "a", "database_url": "postgresql://db/g"},
+         "BASE_URL is http://127.0.0.1:8000; production needs its https:// address"),
     ],
 )
 def test_production_refuses_unsafe_values(values: dict[str, object], message: str) -> None:
@@ -57,8 +59,12 @@ def test_production_refuses_unsafe_values(values: dict[str, object], message: st
 
 
 def test_production_accepts_safe_values() -> None:
-    settings = make(env="production", secret_key=STRONG, executor_id="app-1", database_url="postgresql://db/g")
+    settings = make(env="production", secret_key=STRONG, executor_id="app-1", database_url="postgresql://db/g",
+                    base_url="https://gate.example.org")
     settings.check()
+    plain = make(env="production", secret_key=STRONG, executor_id="app-1", database_url="postgresql://db/g",
+                 allow_insecure_http=True)
+    plain.check()  # plain http, on purpose
     assert settings.resolved_log_format == "json"
 
 

@@ -87,10 +87,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=app_routes(),
         middleware=[
             Middleware(RequestContextMiddleware),
-            Middleware(SecurityHeadersMiddleware, hsts=settings.base_url.startswith("https://")),
+            Middleware(SecurityHeadersMiddleware, hsts=settings.https),
             Middleware(BodySizeLimitMiddleware, max_bytes=MAX_BODY_BYTES),
-            Middleware(CSRFCookieMiddleware, secret_key=settings.session_secret,
-                       secure=settings.base_url.startswith("https://")),
+            Middleware(CSRFCookieMiddleware, secret_key=settings.session_secret, secure=settings.https),
             Middleware(GZipMiddleware, minimum_size=1024),
         ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

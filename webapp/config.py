@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "console"] | None = None
     base_url: str = "http://127.0.0.1:8000"
+    # Production refuses a plain-http BASE_URL (cookies without Secure, no HSTS) unless this
+    # says so on purpose: a closed network, or a demo on localhost.
+    allow_insecure_http: bool = False
 
     slack_webhook_url: str | None = None
     smtp_host: str | None = None
@@ -133,6 +136,11 @@ class Settings(BaseSettings):
         return self.env == "production"
 
     @property
+    def https(self) -> bool:
+        """Browsers reach Gatehouse over TLS: cookies are Secure (and __Host-), HSTS is sent."""
+        return self.base_url.startswith("https://")
+
+    @property
     def uses_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
@@ -171,6 +179,11 @@ class Settings(BaseSettings):
             raise ConfigError(
                 "EXECUTOR_ID is not set; give each production process a stable, distinct id "
                 "so a restart recovers its own workflows"
+            )
+        if not self.https and not self.allow_insecure_http:
+            raise ConfigError(
+                f"BASE_URL is {self.base_url}; production needs its https:// address (TLS may end in front of "
+                "Gatehouse), or ALLOW_INSECURE_HTTP=1 to serve plain http on purpose"
             )
 
 

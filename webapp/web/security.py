@@ -34,6 +34,18 @@ from webapp.web.rendering import is_htmx, wants_fragment, wants_json
 
 SESSION_COOKIE = "gh_session"
 CSRF_COOKIE = "gh_csrf"
+# Under https both carry the __Host- prefix: the browser then takes them only with Secure,
+# Path=/ and no Domain, so no sibling subdomain can set or shadow them.
+HOST_PREFIX = "__Host-"
+
+
+def cookie_name(name: str, *, secure: bool) -> str:
+    return HOST_PREFIX + name if secure else name
+
+
+def session_cookie(request: Request) -> str:
+    """The session cookie's name for this app (prefixed under https)."""
+    return cookie_name(SESSION_COOKIE, secure=request.app.state.settings.https)
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -98,7 +110,7 @@ async def _authenticate(request: Request) -> identity.Principal | None:
             raise HTTPException(401, "The API token is unknown or revoked.", {"WWW-Authenticate": "Bearer"})
         return principal
 
-    token = request.cookies.get(SESSION_COOKIE)
+    token = request.cookies.get(session_cookie(request))
     if not token or len(token) > 128:
         return None
 
@@ -148,7 +160,7 @@ def new_csrf_token(secret_key: str) -> str:
 async def _check_csrf(request: Request) -> None:
     """The token in the cookie must come back in the X-CSRF-Token header (htmx) or the
     csrf_token form field (plain forms), and carry our signature."""
-    cookie = request.cookies.get(CSRF_COOKIE, "")
+    cookie = request.cookies.get(cookie_name(CSRF_COOKIE, secure=request.app.state.settings.https), "")
     secret_key = request.app.state.settings.session_secret
     sent = request.headers.get(CSRF_HEADER)
     if sent is None and request.headers.get("content-type", "").startswith(
@@ -177,7 +189,7 @@ class CSRFCookieMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        cookie = _cookie_from_scope(scope, CSRF_COOKIE)
+        cookie = _cookie_from_scope(scope, cookie_name(CSRF_COOKIE, secure=self.secure))
         needs_cookie = not (cookie and _valid_token(self.secret_key, cookie))
         token = new_csrf_token(self.secret_key) if needs_cookie else cookie
         scope.setdefault("state", {})["csrf_token"] = token
@@ -194,7 +206,8 @@ class CSRFCookieMiddleware:
 
 
 def csrf_cookie_header(token: str, *, secure: bool) -> str:
-    return f"{CSRF_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax" + ("; Secure" if secure else "")
+    name = cookie_name(CSRF_COOKIE, secure=secure)
+    return f"{name}={token}; Path=/; HttpOnly; SameSite=Lax" + ("; Secure" if secure else "")
 
 
 def rotate_csrf_token(request: Request) -> None:

@@ -14,11 +14,11 @@ from webapp.core.models import utcnow
 from webapp.services import identity
 from webapp.web.rendering import render
 from webapp.web.security import (
-    SESSION_COOKIE,
     Access,
     client_ip,
     guarded_route,
     rotate_csrf_token,
+    session_cookie,
 )
 
 
@@ -51,7 +51,7 @@ async def login(request: Request) -> Response:
     except FormInvalid as invalid:
         return _form_page(request, status_code=422, errors=invalid.errors, values=invalid.values)
     settings = request.app.state.settings
-    previous = request.cookies.get(SESSION_COOKIE)
+    previous = request.cookies.get(session_cookie(request))
 
     def attempt() -> str | identity.SignInError:
         with request.app.state.db.session() as session:
@@ -77,8 +77,8 @@ async def login(request: Request) -> Response:
 
     response = RedirectResponse(safe_next(form.next), status_code=303)
     response.set_cookie(
-        SESSION_COOKIE, token, max_age=settings.session_absolute_hours * 3600, path="/",
-        httponly=True, samesite="lax", secure=settings.base_url.startswith("https://"),
+        session_cookie(request), token, max_age=settings.session_absolute_hours * 3600, path="/",
+        httponly=True, samesite="lax", secure=settings.https,
     )
     rotate_csrf_token(request)
     return response
@@ -86,7 +86,7 @@ async def login(request: Request) -> Response:
 
 async def logout(request: Request) -> Response:
     """End this browser's session."""
-    token = request.cookies.get(SESSION_COOKIE)
+    token = request.cookies.get(session_cookie(request))
 
     def end() -> None:
         with request.app.state.db.session() as session:
@@ -94,7 +94,7 @@ async def logout(request: Request) -> Response:
 
     await run_in_threadpool(end)
     response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(session_cookie(request), path="/", secure=request.app.state.settings.https)
     rotate_csrf_token(request)
     return response
 
