@@ -5,9 +5,11 @@ from __future__ import annotations
 import sqlalchemy as sa
 from starlette.testclient import TestClient
 
+from support.access import make_resource, submit
 from support.web import post_form, sign_in
 from webapp.core.db import Database
 from webapp.core.models import ApiToken, AuditEvent, Resource, ResourceApprover, User
+from webapp.services import accounts
 
 
 def test_admin_adds_a_person_and_sees_them_listed(client: TestClient, people, database: Database) -> None:  # type: ignore[no-untyped-def]
@@ -136,3 +138,33 @@ def test_unknown_ids_are_404(client: TestClient, people) -> None:  # type: ignor
     assert client.get("/admin/resources/99999999999999999999").status_code == 404
     fragment = client.get("/admin/users/999999", headers={"HX-Request": "true"})
     assert fragment.status_code == 404 and "<html" not in fragment.text
+
+
+def test_demoting_or_deactivating_an_approver_takes_them_off_their_resources(client: TestClient, people, app,  # type: ignore[no-untyped-def]
+                                                                              database: Database) -> None:
+    """A person who can no longer decide keeps neither the view of those requests nor a place
+    among the approvers; the admin is told which resources fall short."""
+    strict = make_resource(database, people, "vault", required=2)  # approvers: approver, approver2
+    loose = make_resource(database, people, "wiki", required=1)
+    approver = TestClient(app)
+    sign_in(approver, "approver@example.com")
+    member = TestClient(app)
+    sign_in(member, "member@example.com")
+    request_id = submit(member, strict)
+    assert request_id in [r["id"] for r in approver.get("/requests", headers={"Accept": "application/json"}).json()["rows"]]
+
+    sign_in(client, "admin@example.com")
+    demoted = post_form(client, f"/admin/users/{people['approver'].id}/role", {"role": "member"})
+    assert demoted.status_code == 303
+    page = client.get(demoted.headers["location"]).text
+    assert "vault (1 of 2 approvers)" in page and "wiki" not in page.split('id="flash"', 1)[1].split("</p>", 1)[0]
+    assert 'id="flash"' not in client.get(demoted.headers["location"]).text, "shown once"
+    assert approver.get("/requests", headers={"Accept": "application/json"}).json()["rows"] == [], "no longer sees them"
+    with database.session() as session:
+        approvers = {(r.resource_id, r.user_id) for r in session.scalars(sa.select(ResourceApprover))}
+    assert approvers == {(strict, people["approver2"].id), (loose, people["approver2"].id)}
+    assert post_form(client, f"/admin/users/{people['approver2'].id}/active", {"active": "false"}).status_code == 303
+    with database.session() as session:
+        assert session.scalars(sa.select(ResourceApprover)).all() == []
+        short = accounts.short_of_approvers(session, [strict, loose])
+    assert [(s.name, s.approvers, s.required) for s in short] == [("vault", 0, 2), ("wiki", 0, 1)]

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from webapp.core.durations import describe, time_left
+from webapp.web.flash import clear_flash, pending_flash
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent.parent / "templates"
 
@@ -39,9 +40,11 @@ def wants_json(request: Request) -> bool:
 
 
 def request_context(request: Request) -> dict[str, Any]:
-    """What every template may use: who is signed in and the CSRF token for forms."""
+    """What every template may use: who is signed in, the CSRF token for forms, and the
+    message the last form left for this page (webapp.web.flash)."""
     state = request.scope.get("state", {})
-    return {"principal": state.get("principal"), "csrf_token": state.get("csrf_token", "")}
+    return {"principal": state.get("principal"), "csrf_token": state.get("csrf_token", ""),
+            "flash": pending_flash(request) if "app" in request.scope else None}
 
 
 def create_templates() -> Jinja2Blocks:
@@ -77,6 +80,8 @@ def render(
     )
     if block:
         response.headers.append("Vary", "HX-Request")
+    if fragment is None:
+        clear_flash(request, response)  # a whole page shows it (base.html)
     return response
 
 

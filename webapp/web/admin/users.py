@@ -19,6 +19,7 @@ from webapp.core.passwords import MIN_PASSWORD_LENGTH
 from webapp.services import accounts, identity
 from webapp.services.identity import Principal
 from webapp.web.database import in_session, row_or_404
+from webapp.web.flash import redirect_with
 from webapp.web.parsing import path_id
 from webapp.web.rendering import render
 from webapp.web.security import Access, current_principal, guarded_route
@@ -122,9 +123,10 @@ async def _user_response(request: Request, *, new_secret: str | None = None, sta
 
 
 async def _change(request: Request, form_model: type[F],
-                  apply: Callable[[Session, User, F, Principal], None]) -> Response:
+                  apply: Callable[[Session, User, F, Principal], list[accounts.ShortOfApprovers]]) -> Response:
     """Parse the form, apply one account rule to the person, and show them again (422 with
-    the reason when the form or the rule refuses)."""
+    the reason when the form or the rule refuses), saying which resources the change left
+    with fewer approvers than they require."""
     principal = current_principal(request)
     user_id = path_id(request, "user_id")
     try:
@@ -132,10 +134,15 @@ async def _change(request: Request, form_model: type[F],
     except FormInvalid as invalid:
         return await _user_response(request, status_code=422, errors=invalid.errors)
     try:
-        await in_session(request, lambda s: apply(s, row_or_404(s, User, user_id), form, principal))
+        short = await in_session(request, lambda s: apply(s, row_or_404(s, User, user_id), form, principal))
     except accounts.AccountError as refused:
         return await _user_response(request, status_code=422, error=str(refused))
-    return RedirectResponse(f"/admin/users/{user_id}", status_code=303)
+    page = f"/admin/users/{user_id}"
+    if not short:
+        return redirect_with(request, page, "Saved.")
+    names = ", ".join(f"{s.name} ({s.approvers} of {s.required} approvers)" for s in short)
+    return redirect_with(request, page, f"Saved. These resources now have fewer approvers than they require: {names}. "
+                                        "Add approvers on their pages.", "warning")
 
 
 async def change_role(request: Request) -> Response:
