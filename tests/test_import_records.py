@@ -13,6 +13,7 @@ import pytest
 
 from support.randomuser_server import RandomUserServer
 from webapp.services.people_import.plan import chunk_count, page_size_for, plan_chunks
+from webapp.services.people_import.reach import FetchPolicy
 from webapp.services.people_import.records import InvalidRecord, person_row
 from webapp.services.people_import.source import (
     PageCache,
@@ -27,6 +28,7 @@ from webapp.services.people_import.source import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
+LOOPBACK = FetchPolicy(("127.0.0.1",))  # the test's own randomuser server
 SAMPLES = REPO / "samples"
 
 
@@ -121,7 +123,7 @@ def test_file_pages_are_slices_of_the_file(tmp_path: Path) -> None:
     cache = PageCache(tmp_path)
     second = page_records(PageRequest(source, "any", 2, 50), cache)
     assert second == sample(200)[50:100]
-    assert fetch_page(PageRequest(source, "any", 4, 60), cache, timeout=5) == (20, False)
+    assert fetch_page(PageRequest(source, "any", 4, 60), cache, timeout=5, policy=LOOPBACK) == (20, False)
     assert not list(tmp_path.iterdir()), "file pages are not copied into the cache"
 
 
@@ -132,10 +134,10 @@ def test_api_pages_are_fetched_once_and_cached_by_request(tmp_path: Path) -> Non
         request = PageRequest(source, "seed-a", 2, 30)
         with pytest.raises(PageMissing):
             cache.load(request)
-        assert fetch_page(request, cache, timeout=5) == (30, True)
-        assert fetch_page(request, cache, timeout=5) == (30, False)
-        assert fetch_page(PageRequest(source, "seed-a", 2, 30, "DE"), cache, timeout=5)[1] is True
-        assert fetch_page(PageRequest(source, "seed-b", 2, 30), cache, timeout=5)[1] is True
+        assert fetch_page(request, cache, timeout=5, policy=LOOPBACK) == (30, True)
+        assert fetch_page(request, cache, timeout=5, policy=LOOPBACK) == (30, False)
+        assert fetch_page(PageRequest(source, "seed-a", 2, 30, "DE"), cache, timeout=5, policy=LOOPBACK)[1] is True
+        assert fetch_page(PageRequest(source, "seed-b", 2, 30), cache, timeout=5, policy=LOOPBACK)[1] is True
         assert api.requests == [("seed-a", 2, 30, ""), ("seed-a", 2, 30, "DE"), ("seed-b", 2, 30, "")]
         people = cache.load(request)
         # the same person at the same position of a sequence, whatever the page size
@@ -150,15 +152,15 @@ def test_fetch_errors_say_whether_a_retry_may_help(tmp_path: Path) -> None:
         source = parse_source(api.url, files_dir=None)
         api.fail_next(1, 503)
         with pytest.raises(SourceError) as busy:
-            fetch_page(PageRequest(source, "s", 1, 10), cache, timeout=5)
+            fetch_page(PageRequest(source, "s", 1, 10), cache, timeout=5, policy=LOOPBACK)
         assert busy.value.transient and "HTTP 503" in str(busy.value)
         api.fail_next(1, 404)
         with pytest.raises(SourceError) as missing:
-            fetch_page(PageRequest(source, "s", 1, 10), cache, timeout=5)
+            fetch_page(PageRequest(source, "s", 1, 10), cache, timeout=5, policy=LOOPBACK)
         assert not missing.value.transient
         api.cut_next(1)
         with pytest.raises(SourceError) as cut:
-            fetch_page(PageRequest(source, "s", 1, 10), cache, timeout=5)
+            fetch_page(PageRequest(source, "s", 1, 10), cache, timeout=5, policy=LOOPBACK)
         assert cut.value.transient and "not JSON" in str(cut.value)
         assert not cache.has(PageRequest(source, "s", 1, 10)), "a failed fetch caches nothing"
     # Nothing listens on a port just released (the stopped server's kept-alive handler
@@ -168,7 +170,7 @@ def test_fetch_errors_say_whether_a_retry_may_help(tmp_path: Path) -> None:
         free_port = probe.getsockname()[1]
     down_source = parse_source(f"http://127.0.0.1:{free_port}", files_dir=None)
     with pytest.raises(SourceError) as down:
-        fetch_page(PageRequest(down_source, "s", 1, 10), cache, timeout=2)
+        fetch_page(PageRequest(down_source, "s", 1, 10), cache, timeout=2, policy=LOOPBACK)
     assert down.value.transient
 
 

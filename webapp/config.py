@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     import_fetch_backoff_rate: float = Field(default=2.0, ge=1)
     # API pages fetched ahead of the parent workflow, in parallel (0: one page at a time).
     import_prefetch_pages: int = Field(default=2, ge=0, le=8)
+    # Where the import may fetch from (comma-separated names, addresses or networks; every address
+    # a name resolves to must be public unless listed), and the largest page it reads.
+    import_allowed_hosts: str = "randomuser.me"
+    import_max_page_bytes: int = Field(default=20_000_000, ge=1024)
     # OTLP/HTTP traces endpoint (e.g. http://collector:4318/v1/traces); unset: no tracing.
     import_otlp_endpoint: str | None = None
 

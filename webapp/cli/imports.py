@@ -26,6 +26,7 @@ from webapp.core.logging_setup import configure_logging
 from webapp.core.models import ImportStatus, utcnow
 from webapp.services.people_import import jobs, tracing
 from webapp.services.people_import.orders import ImportOrder, NewJob, NewRun
+from webapp.services.people_import.reach import fetch_policy
 from webapp.workflows import imports as imports_workflow
 
 EXECUTOR_SUFFIX = "-import-cli"
@@ -83,7 +84,8 @@ def begin(settings: Settings, database: Database, *, source: str | None, count: 
         raise CommandError("--source is required (an API address or a JSON file)")
     try:
         spec = jobs.job_spec(source_text=source, count=count, seed=seed, chunk_size=chunk_size, nat=nat.upper(),
-                             create_users=create_users, files_dir=None, preferred_page_size=settings.import_page_size)
+                             create_users=create_users, files_dir=None, preferred_page_size=settings.import_page_size,
+                             policy=fetch_policy(settings))
     except jobs.ImportRefused as refused:
         raise CommandError(str(refused)) from None
     with database.session() as session:

@@ -94,6 +94,8 @@ def import_options(settings: Settings) -> ImportOptions:
         fetch_backoff_rate=settings.import_fetch_backoff_rate,
         otlp_endpoint=settings.import_otlp_endpoint,
         prefetch_pages=settings.import_prefetch_pages,
+        allowed_hosts=settings.import_allowed_hosts,
+        max_page_bytes=settings.import_max_page_bytes,
     )
 
 
@@ -197,7 +199,8 @@ def fetch(job: JobFacts, page: int) -> dict[str, Any]:
     request = runs.page_request(job, page)
     with tracing.span(job["options"]["otlp_endpoint"], "import.fetch", DBOS.workflow_id, job_id=job["job_id"],
                       page=page, results=request.results) as current:
-        records, fetched = fetch_page(request, PageCache(runs.cache_dir(job)), timeout=job["options"]["fetch_timeout"])
+        records, fetched = fetch_page(request, PageCache(runs.cache_dir(job)), timeout=job["options"]["fetch_timeout"],
+                                      policy=runs.fetch_policy(job))
         current.set_attribute("import.fetched", fetched)
         current.set_attribute("import.records", records)
     return {"page": page, "records": records, "fetched": fetched}
@@ -227,7 +230,7 @@ class _Prefetcher:
         options = self.job["options"]
         try:
             fetch_page(runs.page_request(self.job, page), PageCache(runs.cache_dir(self.job)),
-                       timeout=options["fetch_timeout"])
+                       timeout=options["fetch_timeout"], policy=runs.fetch_policy(self.job))
         except Exception:  # the parent's step tries again, with retries, and reports
             log.debug("import prefetch failed", exc_info=True)
 

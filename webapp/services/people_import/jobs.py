@@ -17,6 +17,7 @@ from webapp.core.models import ChunkStatus, ErrorRecord, ImportChunk, ImportJob,
 from webapp.services.audit import Action, record_event
 from webapp.services.people_import.orders import JobSpec
 from webapp.services.people_import.plan import MAX_CHUNKS, chunk_count, page_size_for
+from webapp.services.people_import.reach import FetchPolicy
 from webapp.services.people_import.source import Source, SourceRefused, count_in_file, parse_source
 
 ACTIVE = (ImportStatus.running, ImportStatus.cancelling)
@@ -28,10 +29,10 @@ class ImportRefused(Refusal):
 
 
 def job_spec(*, source_text: str, count: int, seed: str, chunk_size: int, nat: str, create_users: bool,
-             files_dir: Path | None, preferred_page_size: int) -> JobSpec:
+             files_dir: Path | None, preferred_page_size: int, policy: FetchPolicy) -> JobSpec:
     """The `spec` of a new job's order, or ImportRefused naming the field."""
     try:
-        source = parse_source(source_text, files_dir=files_dir)
+        source = parse_source(source_text, files_dir=files_dir, policy=policy)
     except SourceRefused as refused:
         raise ImportRefused(str(refused), 422, "source") from None
     if source.kind == "file":

@@ -20,6 +20,8 @@ class ImportOptions(TypedDict):
     fetch_backoff_rate: float
     otlp_endpoint: str | None
     prefetch_pages: int
+    allowed_hosts: str  # IMPORT_ALLOWED_HOSTS (webapp.services.people_import.reach)
+    max_page_bytes: int
 
 
 class JobSpec(TypedDict):

@@ -42,6 +42,7 @@ from webapp.services.people_import.orders import (
     RunSummary,
 )
 from webapp.services.people_import.plan import plan_chunks
+from webapp.services.people_import.reach import FetchPolicy
 from webapp.services.people_import.records import InvalidRecord, display_name, person_row
 from webapp.services.people_import.source import PageCache, PageRequest, Source, page_records
 
@@ -339,6 +340,12 @@ def mark_chunk_failed(session: Session, job_id: int, number: int, reason: str, *
     session.add(ErrorRecord(source=ERROR_SOURCE, workflow_id=workflow_id,
                             message={"job_id": job_id, "chunk": number, "reason": clip(reason)}))
     return {"status": "failed", "imported": 0, "invalid": 0, "error": clip(reason)}
+
+
+def fetch_policy(job: JobFacts) -> FetchPolicy:
+    """Where the run may fetch from and how much, as fixed when it started."""
+    options = job["options"]
+    return FetchPolicy.from_text(options["allowed_hosts"], options["max_page_bytes"])
 
 
 def cache_dir(job: JobFacts) -> Path:

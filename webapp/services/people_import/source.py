@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -25,6 +26,9 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 
+from webapp.services.people_import.reach import FetchPolicy, NotAllowed
+
+log = logging.getLogger(__name__)
 API_MAX_RESULTS = 5000  # randomuser.me serves at most this many people per request
 _LRU_SIZE = 16
 
@@ -84,15 +88,28 @@ class PageRequest:
         return hashlib.sha256(identity.encode()).hexdigest()
 
 
-def parse_source(text: str, *, files_dir: Path | None) -> Source:
+NOT_ALLOWED = "That address is not an allowed import source (IMPORT_ALLOWED_HOSTS)."
+
+
+def parse_source(text: str, *, files_dir: Path | None, policy: FetchPolicy | None = None) -> Source:
     """A URL (http or https, no query) or a JSON file. With `files_dir` (the web form) a file
     must be named by its bare name and live in that directory; without it (the CLI) any
-    readable path will do."""
+    readable path will do. With `policy`, a URL must name an allowed host (webapp.services.people_import.reach)."""
     text = text.strip()
     if text.startswith(("http://", "https://")):
         parts = urlsplit(text)
+        try:
+            port = parts.port
+        except ValueError:
+            raise SourceRefused("Give the API's address without a query, e.g. https://randomuser.me") from None
         if not parts.hostname or parts.query or parts.fragment or parts.username or parts.password:
             raise SourceRefused("Give the API's address without a query, e.g. https://randomuser.me")
+        if policy is not None:
+            try:
+                policy.check_host(parts.hostname, port or (443 if parts.scheme == "https" else 80))
+            except NotAllowed as refused:
+                log.warning("import source refused: %s", refused)
+                raise SourceRefused(NOT_ALLOWED) from None
         path = parts.path.rstrip("/")
         if path.endswith("/api"):
             path = path[: -len("/api")]
@@ -244,7 +261,7 @@ _inflight_lock = threading.Lock()
 _inflight: dict[str, threading.Lock] = {}
 
 
-def fetch_page(request: PageRequest, cache: PageCache, *, timeout: float) -> tuple[int, bool]:
+def fetch_page(request: PageRequest, cache: PageCache, *, timeout: float, policy: FetchPolicy) -> tuple[int, bool]:
     """Make sure the page can be read: for an API, fetch it unless it is cached. Returns
     (people on the page, whether the source was asked). Within a process one page is
     fetched by one thread at a time: the others wait and then find it cached."""
@@ -260,21 +277,57 @@ def fetch_page(request: PageRequest, cache: PageCache, *, timeout: float) -> tup
                     return len(cache.load(request)), False
                 except PageMissing:  # damaged and removed: fetch it again
                     pass
-            return _fetch(request, cache, timeout=timeout)
+            return _fetch(request, cache, timeout=timeout, policy=policy)
         finally:
             with _inflight_lock:
                 _inflight.pop(key, None)
 
 
-def _fetch(request: PageRequest, cache: PageCache, *, timeout: float) -> tuple[int, bool]:
+def _failure(error: httpx.HTTPError) -> str:
+    """What the page says about a failed request: its kind, not the remote's words."""
+    if isinstance(error, httpx.TimeoutException):
+        return "no answer in time"
+    if isinstance(error, httpx.ConnectError):
+        return "could not connect"
+    if isinstance(error, httpx.TransportError):
+        return "the connection broke"
+    return "the request failed"
+
+
+def _read_capped(response: httpx.Response, where: str, max_bytes: int) -> bytes:
+    too_big = SourceError(f"{where}: the answer is larger than {max_bytes:,} bytes", False)
+    declared = response.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
+        raise too_big
+    parts, size = [], 0
+    for part in response.iter_bytes():
+        size += len(part)
+        if size > max_bytes:
+            raise too_big
+        parts.append(part)
+    return b"".join(parts)
+
+
+def _fetch(request: PageRequest, cache: PageCache, *, timeout: float, policy: FetchPolicy) -> tuple[int, bool]:
     where = f"page {request.page}"
+    url = request.url()
+    parts = urlsplit(url)
     try:
-        response = _http().get(request.url(), timeout=timeout)
+        policy.check_host(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+        with _http().stream("GET", url, timeout=timeout) as response:
+            stream = response.extensions.get("network_stream")
+            peer = stream.get_extra_info("server_addr") if stream is not None else None
+            if peer:
+                policy.check_peer(peer[0])
+            if response.status_code != 200:
+                raise SourceError(f"{where}: HTTP {response.status_code}", is_transient_status(response.status_code))
+            body = _read_capped(response, where, policy.max_bytes)
+    except NotAllowed as refused:
+        log.warning("import fetch refused: %s", refused)
+        raise SourceError(f"{where}: {NOT_ALLOWED}", False) from None
     except httpx.HTTPError as exc:
-        raise SourceError(f"{where}: {type(exc).__name__}: {exc}", True) from None
-    if response.status_code != 200:
-        raise SourceError(f"{where}: HTTP {response.status_code}", is_transient_status(response.status_code))
-    body = response.content
+        log.warning("import fetch of %s failed: %s: %s", url, type(exc).__name__, exc)
+        raise SourceError(f"{where}: {_failure(exc)}", True) from None
     try:
         document = json.loads(body)
     except ValueError:

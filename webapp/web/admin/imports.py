@@ -27,6 +27,7 @@ from webapp.live.feed import Subscription
 from webapp.services.people_import import jobs
 from webapp.services.people_import.orders import ImportOrder, NewJob, NewRun
 from webapp.services.people_import.plan import MAX_CHUNKS
+from webapp.services.people_import.reach import fetch_policy
 from webapp.services.people_import.source import available_files
 from webapp.web.database import in_session
 from webapp.web.events import HEARTBEAT_SECONDS, SEND_TIMEOUT_SECONDS
@@ -116,7 +117,7 @@ async def start_import(request: Request) -> Response:
         spec = await in_thread(lambda: jobs.job_spec(
             source_text=form.source, count=form.count, seed=form.seed, chunk_size=form.chunk_size, nat=form.nat,
             create_users=form.create_users, files_dir=settings.import_files_dir,
-            preferred_page_size=settings.import_page_size))
+            preferred_page_size=settings.import_page_size, policy=fetch_policy(settings)))
     except jobs.ImportRefused as refused:
         return await _imports_response(request, status_code=refused.status_code, values=values,
                                        errors={refused.field: str(refused)} if refused.field else None,
