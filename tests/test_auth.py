@@ -56,22 +56,38 @@ def test_unknown_user_and_wrong_password_look_the_same(client: TestClient, peopl
     assert audit_actions(database).count("auth.sign_in_failed") == 2
 
 
-def test_sign_in_is_throttled_per_account(client: TestClient, people, settings, database: Database) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(settings.login_attempts_per_account):
-        assert post_form(client, "/login", {"email": "member@example.com", "password": "guess guess"}).status_code == 422
-    # Even the right password is refused now, before it is checked.
-    refused = post_form(client, "/login", {"email": "member@example.com", "password": PASSWORD})
-    assert refused.status_code == 429
-    assert int(refused.headers["retry-after"]) == settings.login_attempt_window_seconds
-    # Another account from the same address is not locked out by this one.
-    sign_in(client, "approver@example.com")
-    # The window passes: the account may try again.
+def age_attempts(database: Database, seconds: float) -> None:
+    """Move every recorded sign-in attempt `seconds` into the past."""
     with database.session() as session:
-        session.execute(sa.update(LoginAttempt).values(at=utcnow() - timedelta(hours=1)))
-    sign_in(client, "member@example.com")
+        for attempt in session.scalars(sa.select(LoginAttempt)):
+            attempt.at -= timedelta(seconds=seconds)
 
 
-def test_sign_in_is_throttled_per_address(client: TestClient, people, settings) -> None:  # type: ignore[no-untyped-def]
+def test_failed_sign_ins_slow_down_that_address_and_never_lock_the_account(app, people, settings,  # type: ignore[no-untyped-def]
+                                                                            database: Database) -> None:
+    """Guessing from one address earns that address growing waits; the account's owner,
+    signing in from elsewhere, is not locked out (nor is an admin, whoever guesses)."""
+    with TestClient(app, client=("203.0.113.7", 50000)) as guesser:
+        owner = TestClient(app, client=("198.51.100.2", 50000))
+        guess_and_wait(guesser, owner, settings, database)
+
+
+def guess_and_wait(guesser: TestClient, owner: TestClient, settings, database: Database) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(settings.login_attempts_per_account):
+        assert post_form(guesser, "/login", {"email": "admin@example.com", "password": "guess guess"}).status_code == 422
+    refused = post_form(guesser, "/login", {"email": "admin@example.com", "password": PASSWORD})
+    assert refused.status_code == 429, "even the right password waits, unchecked"
+    assert int(refused.headers["retry-after"]) == 1 and "Wait 1 s" in refused.text
+    sign_in(owner, "admin@example.com")  # from another address: at once
+    age_attempts(database, 1.5)
+    assert post_form(guesser, "/login", {"email": "admin@example.com", "password": "guess again"}).status_code == 422
+    doubled = post_form(guesser, "/login", {"email": "admin@example.com", "password": PASSWORD})
+    assert doubled.status_code == 429 and int(doubled.headers["retry-after"]) == 2
+    age_attempts(database, 2.5)
+    sign_in(guesser, "admin@example.com")  # after the wait, the right password works
+
+
+def test_one_address_guessing_many_accounts_is_slowed_down(client: TestClient, people, settings) -> None:  # type: ignore[no-untyped-def]
     for number in range(settings.login_attempts_per_ip):
         post_form(client, "/login", {"email": f"guess{number}@example.com", "password": "guess guess"})
     assert post_form(client, "/login", {"email": "member@example.com", "password": PASSWORD}).status_code == 429

@@ -78,9 +78,17 @@ class Settings(BaseSettings):
     # Sessions and sign-in.
     session_idle_minutes: int = Field(default=60, ge=1)
     session_absolute_hours: int = Field(default=12, ge=1)
-    login_attempts_per_account: int = 5
-    login_attempts_per_ip: int = 20
-    login_attempt_window_seconds: int = 15 * 60
+    # Failed sign-ins: an account may be tried this often from one address, and an address
+    # this often across all accounts, within the window; each failure beyond that doubles the
+    # wait before the next try from that address (from LOGIN_DELAY_SECONDS up to the window).
+    # Nobody can lock an account from elsewhere.
+    login_attempts_per_account: int = Field(default=5, ge=1)
+    login_attempts_per_ip: int = Field(default=20, ge=1)
+    login_attempt_window_seconds: int = Field(default=15 * 60, ge=1)
+    login_delay_seconds: float = Field(default=1.0, gt=0)
+    # Addresses of the proxies whose X-Forwarded-For / X-Forwarded-Proto are believed
+    # (comma-separated, "*" for any). None by default: a client cannot pick its own address.
+    forwarded_allow_ips: str = ""
     # Request submissions per user.
     submit_rate_limit: int = 50
     submit_rate_period: float = 30.0

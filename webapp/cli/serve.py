@@ -66,7 +66,8 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         port=args.port or settings.port,
         log_config=None,  # our handler, set up above, formats uvicorn's lines too
         access_log=args.access_log,
-        proxy_headers=True,
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
         timeout_graceful_shutdown=15,
     )
     # Workflows waiting in DBOS.recv (a grant's end, a pending decision) sit in executor

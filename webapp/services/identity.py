@@ -8,9 +8,11 @@ so deactivating someone ends their sessions and tokens at once.
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -50,7 +52,8 @@ class SignInError(Exception):
 
 class SignInThrottled(SignInError):
     def __init__(self, retry_after: int) -> None:
-        super().__init__("Too many sign-in attempts. Wait a few minutes and try again.")
+        wait = f"{retry_after} s" if retry_after < 120 else f"{math.ceil(retry_after / 60)} minutes"
+        super().__init__(f"Too many failed sign-ins from here. Wait {wait} and try again.")
         self.retry_after = retry_after
 
 
@@ -65,21 +68,35 @@ def principal_of(user: User, *, via_token: bool = False) -> Principal:
 
 # Sign-in ---------------------------------------------------------------------------------
 
-def _recent_failures(session: Session, column: sa.ColumnElement[str], value: str, since: datetime) -> int:
-    return session.scalar(
-        sa.select(sa.func.count())
-        .select_from(LoginAttempt)
-        .where(column == value, LoginAttempt.at >= since, LoginAttempt.succeeded.is_(False))  # type: ignore[attr-defined]
-    ) or 0
+def _failures(session: Session, since: datetime, *where: Any) -> tuple[int, datetime | None]:
+    """How many sign-ins failed since `since` under these conditions, and when the last one did."""
+    count, last = session.execute(
+        sa.select(sa.func.count(), sa.func.max(LoginAttempt.at))
+        .where(*where, LoginAttempt.at >= since, LoginAttempt.succeeded.is_(False))  # type: ignore[arg-type]
+    ).one()
+    return int(count or 0), last
+
+
+def _wait(failures: int, allowed: int, last: datetime | None, settings: Settings, now: datetime) -> float:
+    """Seconds still to wait after `failures` when `allowed` are free: the wait doubles with
+    each failure beyond them, from LOGIN_DELAY_SECONDS up to the window."""
+    if failures < allowed or last is None:
+        return 0.0
+    delay = min(settings.login_delay_seconds * 2 ** (failures - allowed), settings.login_attempt_window_seconds)
+    return delay - (now - last).total_seconds()
 
 
 def check_throttle(session: Session, settings: Settings, *, email: str, ip: str, now: datetime) -> None:
-    """Refuse before checking the password when this account or address failed too often."""
+    """Refuse before checking the password while this address must wait: it failed too often
+    for this account, or for any account (one guesser trying many). Failures elsewhere
+    never slow this address down, so nobody can lock an account from afar."""
     since = now - timedelta(seconds=settings.login_attempt_window_seconds)
-    by_account = _recent_failures(session, LoginAttempt.email, email, since)  # type: ignore[arg-type]
-    by_ip = _recent_failures(session, LoginAttempt.ip, ip, since)  # type: ignore[arg-type]
-    if by_account >= settings.login_attempts_per_account or by_ip >= settings.login_attempts_per_ip:
-        raise SignInThrottled(settings.login_attempt_window_seconds)
+    pair = _failures(session, since, LoginAttempt.email == email, LoginAttempt.ip == ip)
+    spray = _failures(session, since, LoginAttempt.ip == ip)
+    wait = max(_wait(pair[0], settings.login_attempts_per_account, pair[1], settings, now),
+               _wait(spray[0], settings.login_attempts_per_ip, spray[1], settings, now))
+    if wait > 0:
+        raise SignInThrottled(math.ceil(wait))
 
 
 def sign_in(
