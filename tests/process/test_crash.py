@@ -118,6 +118,7 @@ class Gate:
         self._hold: Held | None = None
         self.accepted: list[tuple[str, Any]] = []  # (dedup key, what arrived)
         self.arrivals = 0
+        self.tries: Counter[str] = Counter()  # every delivery that arrived, by dedup key, whatever the verdict
 
     def open(self) -> None:
         with self._lock:
@@ -137,6 +138,7 @@ class Gate:
         """'accept', 'refuse' or 'hold' (with the Held to wait on)."""
         with self._lock:
             self.arrivals += 1
+            self.tries[key] += 1
             if self._mode == "open":
                 self.accepted.append((key, item))
                 return "accept", None
@@ -627,6 +629,7 @@ def test_kill_9_loses_and_repeats_nothing(pg_settings: Settings, database: Datab
                                  .order_by(AuditEvent.id)).all()
         approvals = Counter(session.scalars(sa.select(Approval.request_id).where(Approval.counted)))
         rows = session.execute(sa.select(Notification.dedup_key, Notification.status, Notification.channel)).all()
+        attempts = dict(session.execute(sa.select(Notification.dedup_key, Notification.attempts)).all())
     assert set(requests) == set(ids)
     assert {r.status for r in requests.values()} == {"approved"}
     grant_of = dict(grants)
@@ -656,6 +659,9 @@ def test_kill_9_loses_and_repeats_nothing(pg_settings: Settings, database: Datab
         assert set(counts) == wanted[channel], \
             f"{channel}: missing {wanted[channel] - set(counts)}, unexpected {set(counts) - wanted[channel]}"
         repeats.update({key: n - 1 for key, n in counts.items() if n > 1})
+        # The outbox counts every try, those cut short by a kill and those refused included.
+        short = {key: (attempts[key], n) for key, n in gate.tries.items() if attempts[key] < n}
+        assert not short, f"{channel}: fewer attempts recorded than tries received (recorded, received): {short}"
         copies: dict[str, list[Any]] = {}
         for key, item in gate.items():
             copies.setdefault(key, []).append(item)

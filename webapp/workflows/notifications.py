@@ -6,8 +6,10 @@
       to the delivery that exists instead of starting another
     <Channel>.deliver(message)                 one workflow per delivery
       1. record_notification   transaction: the Notification row, status queued
-      2. send                  step, retried with backoff (NOTIFY_* settings)
-      3. mark_sent             transaction: status sent, sent_at, attempts
+      2. send                  step, retried with backoff (NOTIFY_* settings); each try
+                               first adds one to the row's attempts (count_attempt), so
+                               tries before a crash count too
+      3. mark_sent             transaction: status sent, sent_at
          or mark_failed        transaction: status failed, last_error, an ErrorRecord;
                                the workflow still completes, so a dead channel never
                                blocks the access workflow that asked for the message
@@ -192,12 +194,20 @@ def record_notification(channel: str, message: Message, key: str, status: str) -
     return row.id, str(row.status)
 
 
+def count_attempt(notification_id: int) -> None:
+    """One more real try of this delivery, committed before the try is made: a try cut short
+    by a crash still counts, and a resend after a crash adds to the count instead of starting
+    again at 1 (DBOS's own count of a step's tries restarts with the step)."""
+    with datasource.bound.engine.begin() as conn:
+        conn.execute(sa.update(Notification).where(Notification.id == notification_id)
+                     .values(attempts=Notification.attempts + 1))
+
+
 @datasource.transaction()
-def mark_sent(notification_id: int, attempts: int) -> None:
+def mark_sent(notification_id: int) -> None:
     row = datasource.session().get_one(Notification, notification_id)
     row.status = NotificationStatus.sent
     row.sent_at = utcnow()
-    row.attempts = attempts
     row.last_error = None
 
 
@@ -214,7 +224,6 @@ def mark_failed(
     session = datasource.session()
     row = session.get_one(Notification, notification_id)
     row.status = NotificationStatus.failed
-    row.attempts = failure.attempt
     row.last_error = clip(str(failure), LAST_ERROR_MAX)
     session.add(
         ErrorRecord(
@@ -228,7 +237,7 @@ def mark_failed(
                 "recipient": message.recipient,
                 "event": message.event,
                 "dedup_key": key,
-                "attempts": failure.attempt,
+                "attempts": row.attempts,
                 "transient": failure.transient,
             },
         )
@@ -294,9 +303,10 @@ class Channel(DBOSConfiguredInstance):
             "should_retry": _should_retry,
         }
 
-    def attempt_send(self, message: Message, key: str) -> int:
-        """One try, as the step runs it; returns the number of tries it took."""
+    def attempt_send(self, notification_id: int, message: Message, key: str) -> int:
+        """One try, as the step runs it, counted on the row first; returns this run's try number."""
         attempt = current_attempt()
+        count_attempt(notification_id)
         try:
             self.send(message, key)
         except Exception as error:
@@ -315,7 +325,7 @@ class Channel(DBOSConfiguredInstance):
         if status == NotificationStatus.sent:
             return status
         try:
-            attempts = DBOS.run_step(self.step_options(), self.attempt_send, message, key)
+            DBOS.run_step(self.step_options(), self.attempt_send, notification_id, message, key)
         except (DeliveryError, MaxStepRetriesExceeded) as error:
             failure = failure_of(error)
             mark_failed(notification_id, self.name, message, key, failure, DBOS.workflow_id)
@@ -324,7 +334,7 @@ class Channel(DBOSConfiguredInstance):
                 extra={"channel": self.name, "dedup_key": key, "error": str(failure)},
             )
             return NotificationStatus.failed.value
-        mark_sent(notification_id, attempts)
+        mark_sent(notification_id)
         return NotificationStatus.sent.value
 
 
