@@ -63,7 +63,8 @@ def test_migrate_seed_and_create_user_on_a_fresh_directory(tmp_path: Path) -> No
 
 
 def test_seed_demo_is_refused_in_production(tmp_path: Path) -> None:
-    result = run(["seed-demo"], tmp_path, ENV="production", SECRET_KEY="s" * 40, EXECUTOR_ID="p1")
+    result = run(["seed-demo"], tmp_path, ENV="production", SECRET_KEY="s" * 40, EXECUTOR_ID="p1",
+                 BASE_URL="https://gate.example.org")
     assert result.returncode == 2
     assert "refusing to seed demo data" in result.stderr
 
