@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -11,6 +12,7 @@ from support.web import PASSWORD, csrf_token, post_form, sign_in
 from webapp.core.db import Database
 from webapp.core.models import AuditEvent, LoginAttempt, User, UserSession, utcnow
 from webapp.services import identity as auth
+from webapp.web.csrf import unmask
 
 
 def audit_actions(database: Database) -> list[str]:
@@ -183,8 +185,9 @@ def test_writes_without_the_csrf_token_are_refused(client: TestClient, people, d
 def test_sign_in_form_is_accessible(client: TestClient) -> None:
     html = client.get("/login").text
     assert '<label for="email">Email</label>' in html and '<label for="password">Password</label>' in html
-    # The hidden field must carry the token: a form posted without JavaScript relies on it.
-    assert f'name="csrf_token" value="{client.cookies["gh_csrf"]}"' in html
+    # The hidden field must carry the token (masked for this page): a form posted without JavaScript relies on it.
+    field = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert field and unmask(field.group(1)) == client.cookies["gh_csrf"]
     failed = client.post("/login", data={"email": "", "password": "", "csrf_token": csrf_token(client)})
     assert failed.status_code == 422
     assert 'aria-invalid="true"' in failed.text and 'aria-describedby="email-error"' in failed.text

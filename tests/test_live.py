@@ -3,6 +3,7 @@ see them; a reconnect with Last-Event-ID replays exactly what was missed."""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 
@@ -16,6 +17,7 @@ from webapp.core.db import Database
 from webapp.core.models import AccessRequest, Resource, ResourceApprover
 from webapp.live.feed import AuditFeed
 from webapp.services.audit import record_event
+from webapp.web.csrf import unmask
 
 
 def read_events(client: TestClient, count: int, headers: dict[str, str] | None = None,
@@ -157,7 +159,8 @@ def test_rows_and_toasts_are_rendered_for_each_viewer(client: TestClient, databa
     row = seen[0].text
     assert row.startswith(f'<tr id="request-row-{request_id}"') and f'sse-swap="row-{request_id}"' in row
     assert "Approve" in row and "Reject" in row and "Cancel" not in row, "the approver's buttons"
-    assert f'value="{approver.cookies["gh_csrf"]}"' in row, "forms carry this viewer's CSRF token"
+    tokens = {unmask(value) for value in re.findall(r'name="csrf_token" value="([^"]+)"', row)}
+    assert tokens == {approver.cookies["gh_csrf"]}, "forms carry this viewer's CSRF token (masked)"
     assert f"New request #{request_id}: Mo Member asks for live-a." in seen[2].text
     assert seen[3].id == str(submitted) and all(e.id is None for e in seen if e.name != "audit")
 

@@ -14,7 +14,8 @@ from support.web import as_role, concrete
 from webapp.core.db import Database
 from webapp.core.models import AccessRequest, Grant, ImportJob, Resource, ResourceApprover, utcnow
 from webapp.services import identity as auth
-from webapp.web.security import CSRF_COOKIE, Access
+from webapp.web.csrf import CSRF_COOKIE
+from webapp.web.security import Access
 
 # (method, path template) -> who may call it
 ROUTES: dict[tuple[str, str], Access] = {

@@ -27,10 +27,10 @@ from webapp.core.logging_setup import configure_logging
 from webapp.live.counters import CounterCache
 from webapp.live.feed import AuditFeed
 from webapp.web import admin, api, events, health, home, ops, requests, sign_in
+from webapp.web.csrf import CSRFCookieMiddleware
 from webapp.web.errors import EXCEPTION_HANDLERS
 from webapp.web.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
 from webapp.web.rendering import create_templates
-from webapp.web.security import CSRFCookieMiddleware
 from webapp.workflows.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,8 @@ def dbos(args: list[str], cwd: Path, **env: str) -> Any:
 
 def sweeps(cwd: Path, **env: str) -> list[dict[str, Any]]:
     """The sweep's finished ticks, as `dbos workflow list` shows them."""
-    return [w for w in dbos(["workflow", "list"], cwd, **env) if w["name"] == "sweep_workflow" and w["status"] == "SUCCESS"]
+    return [w for w in dbos(["workflow", "list"], cwd, **env)
+            if w["name"] == "sweep_workflow" and w["status"] == "SUCCESS"]
 
 
 def test_dbos_start_serves_and_dbos_workflow_reads_the_default_databases(tmp_path: Path) -> None:

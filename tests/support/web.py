@@ -10,7 +10,7 @@ from starlette.testclient import TestClient
 from webapp.core.db import Database
 from webapp.core.models import utcnow
 from webapp.services import identity
-from webapp.web.security import SESSION_COOKIE
+from webapp.web.csrf import SESSION_COOKIE, unmask
 
 PASSWORD = "correct horse battery staple"  # every person the `people` fixture makes
 TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
@@ -50,3 +50,13 @@ def post_form(client: TestClient, url: str, data: dict[str, object] | None = Non
 def concrete(path: str, ids: dict[str, int]) -> str:
     """A route's path with its parameters filled in from `ids`."""
     return re.sub(r"\{(\w+)(:\w+)?\}", lambda m: str(ids[m.group(1)]), path)
+
+
+def unmasked(html: str) -> str:
+    """The page with its CSRF tokens shown as the cookie holds them: pages carry the token
+    under a mask that changes with every response (webapp.web.csrf)."""
+    def shown(match: re.Match[str]) -> str:
+        return f'{match.group(1)}{unmask(match.group(2)) or match.group(2)}"'
+
+    html = re.sub(r'(name="csrf_token" value=")([A-Za-z0-9_-]+)"', shown, html)
+    return re.sub(r'("X-CSRF-Token": ")([A-Za-z0-9_-]+)"', shown, html)

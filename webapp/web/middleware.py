@@ -37,6 +37,7 @@ SECURITY_HEADERS = {
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+STATIC_PREFIX = "/static/"
 
 
 class RequestContextMiddleware:
@@ -76,11 +77,19 @@ class SecurityHeadersMiddleware:
             await self.app(scope, receive, send)
             return
 
+        dynamic = not scope["path"].startswith(STATIC_PREFIX)
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 for name, value in self.headers.items():
                     headers.setdefault(name, value)
+                if dynamic:
+                    # Pages and JSON are someone's own view: never kept by a shared or back-forward cache.
+                    headers.setdefault("Cache-Control", "no-store")
+                    # One URL answers HTML or JSON by Accept (and a page or a fragment by HX-Request).
+                    if "accept" not in {v.strip().lower() for v in headers.get("vary", "").split(",")}:
+                        headers.append("Vary", "Accept")
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from webapp.core.durations import describe, time_left
+from webapp.web.csrf import mask
 from webapp.web.flash import clear_flash, pending_flash
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent.parent / "templates"
@@ -43,7 +44,9 @@ def request_context(request: Request) -> dict[str, Any]:
     """What every template may use: who is signed in, the CSRF token for forms, and the
     message the last form left for this page (webapp.web.flash)."""
     state = request.scope.get("state", {})
-    return {"principal": state.get("principal"), "csrf_token": state.get("csrf_token", ""),
+    if "csrf_masked" not in state:  # one mask per response (a stream is one response)
+        state["csrf_masked"] = mask(state["csrf_token"]) if state.get("csrf_token") else ""
+    return {"principal": state.get("principal"), "csrf_token": state["csrf_masked"],
             "flash": pending_flash(request) if "app" in request.scope else None}
 
 

@@ -12,12 +12,12 @@ from starlette.responses import RedirectResponse, Response
 from webapp.core.forms import FormInvalid, FormModel, parse_form, safe_next
 from webapp.core.models import utcnow
 from webapp.services import identity
+from webapp.web import csrf
 from webapp.web.rendering import render
 from webapp.web.security import (
     Access,
     client_ip,
     guarded_route,
-    rotate_csrf_token,
     session_cookie,
 )
 
@@ -80,7 +80,7 @@ async def login(request: Request) -> Response:
         session_cookie(request), token, max_age=settings.session_absolute_hours * 3600, path="/",
         httponly=True, samesite="lax", secure=settings.https,
     )
-    rotate_csrf_token(request)
+    csrf.rotate(request, token)  # bound to the new session
     return response
 
 
@@ -95,7 +95,7 @@ async def logout(request: Request) -> Response:
     await run_in_threadpool(end)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(session_cookie(request), path="/", secure=request.app.state.settings.https)
-    rotate_csrf_token(request)
+    csrf.rotate(request, None)
     return response
 
 

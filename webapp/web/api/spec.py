@@ -33,11 +33,12 @@ from webapp.core.models import Decision, RequestStatus
 from webapp.services.access_history import AccessAtQuery
 from webapp.services.logs import AuditQuery, ErrorQuery
 from webapp.services.request_table import Order, RequestQuery, RequestRow, SortKey
+from webapp.web.csrf import SESSION_COOKIE
 from webapp.web.ops.batches import LoadForm, ShutdownForm, SubmitForm
 from webapp.web.ops.runtime import ExecutorQuery, ScheduleQuery, ScheduleRow
 from webapp.web.ops.workflows import ActionForm, WorkflowDetail, WorkflowQuery, WorkflowRow
 from webapp.web.requests.forms import DecisionForm, RejectForm, RequestForm, RevokeForm
-from webapp.web.security import SESSION_COOKIE, Access
+from webapp.web.security import Access
 
 OPENAPI_VERSION = "3.1.0"
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
