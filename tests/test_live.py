@@ -14,9 +14,11 @@ from starlette.testclient import TestClient
 from support.sse_client import Event, read_stream
 from support.web import sign_in
 from webapp.core.db import Database
-from webapp.core.models import AccessRequest, Resource, ResourceApprover
-from webapp.live.feed import AuditFeed
+from webapp.core.models import AccessRequest, AuditEvent, Resource, ResourceApprover, utcnow
+from webapp.live.feed import AuditFeed, load_events
+from webapp.services.access import viewer
 from webapp.services.audit import record_event
+from webapp.services.identity import Principal
 from webapp.web.csrf import unmask
 
 
@@ -169,3 +171,54 @@ def test_rows_and_toasts_are_rendered_for_each_viewer(client: TestClient, databa
     assert [e.name for e in mine] == [f"row-{request_id}", "new-row", "audit", f"row-{request_id}", "toast", "audit"]
     assert "Cancel" in mine[0].text and "Approve" not in mine[0].text, "the requester's buttons"
     assert f"Request #{request_id} for live-a was rejected." in mine[4].text
+
+
+# Bounds on what one person can make the feed do (the review's F3) --------------------------------
+
+def test_a_replay_reads_only_what_the_viewer_may_see(database: Database, request_of, people) -> None:  # type: ignore[no-untyped-def]
+    """Last-Event-ID: 0 from a member must not read the whole audit table: the replay is
+    filtered in SQL, so thousands of events about others cost nothing but the index."""
+    with database.session() as session:
+        session.execute(sa.insert(AuditEvent), [
+            {"actor": "noise", "action": "request.submitted", "subject": f"request:{request_of['other']}",
+             "request_id": request_of["other"], "details": {}, "at": utcnow()} for _ in range(3000)])
+    mine = write(database, f"request:{request_of['member']}", "request.submitted")
+    with database.session() as session:
+        member = viewer(session, Principal(people["member"].id, "member@example.com", "Mo", "member"))
+    replay = load_events(database, after=0, viewer=member)
+    assert [e.id for e in replay] == [mine], "one page holds it all: the others' 3,000 rows were never read"
+
+
+def test_a_page_away_too_long_is_told_to_reload(app, database: Database, request_of) -> None:  # type: ignore[no-untyped-def]
+    with TestClient(app) as client:
+        client.app.state.settings.live_replay_limit = 5  # type: ignore[attr-defined]
+        sign_in(client, "member@example.com")
+        start = write(database, "user:1", "noise")
+        for _ in range(6):
+            latest = write(database, f"request:{request_of['member']}", "request.approval_recorded")
+        first = read_stream(client, "/events", headers={"Last-Event-ID": str(start)},
+                            until=lambda events: len(events) >= 1)[0]
+    assert first.name == "toast" and "Reload it" in first.text and first.id == str(latest), \
+        "no replay: the page reloads, and its next reconnect starts from now"
+
+
+def test_one_person_keeps_a_bounded_number_of_streams(database: Database) -> None:
+    feed = AuditFeed(database, streams_per_person=3)
+    streams = [feed.subscribe(owner=7) for _ in range(5)]
+    others = feed.subscribe(owner=8)
+    assert [s.queue.qsize() for s in streams] == [1, 1, 0, 0, 0], "the two oldest were told to close"
+    assert [s.queue.get_nowait() for s in streams[:2]] == [None, None]
+    assert others.queue.empty() and len(feed.subscribers) == 4
+    feed.unsubscribe(streams[2])
+    assert len(feed.subscribers) == 3
+
+
+def test_reconnecting_too_often_is_refused_with_retry_after(app, people) -> None:  # type: ignore[no-untyped-def]
+    with TestClient(app) as client:
+        client.app.state.settings.live_connects_per_minute = 3  # type: ignore[attr-defined]
+        sign_in(client, "member@example.com")
+        statuses = []
+        for _ in range(4):
+            with client.stream("GET", "/events") as response:
+                statuses.append((response.status_code, response.headers.get("retry-after")))
+    assert [s for s, _ in statuses] == [200, 200, 200, 429] and int(statuses[-1][1]) >= 1

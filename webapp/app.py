@@ -63,7 +63,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.db = database
         workflows.start(settings, database)
         feed = AuditFeed(database, poll_interval=settings.live_poll_interval,
-                         listen_url=None if settings.uses_sqlite else psycopg_url(settings.database_url))
+                         listen_url=None if settings.uses_sqlite else psycopg_url(settings.database_url),
+                         streams_per_person=settings.live_streams_per_person)
         app.state.feed = feed
         app.state.counters = CounterCache(database)
         heartbeat = Heartbeat(database, settings)

@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     ready_timeout_seconds: float = Field(default=2.0, gt=0)
     # The live feed's poll (SQLite; on PostgreSQL NOTIFY wakes it and this is a fallback).
     live_poll_interval: float = Field(default=0.25, gt=0)
+    # A browser back after more changes than this is told to reload instead of replaying them;
+    # one person keeps at most this many streams (the oldest closes) and opens at most this
+    # many a minute.
+    live_replay_limit: int = Field(default=1000, ge=1)
+    live_streams_per_person: int = Field(default=10, ge=1)
+    live_connects_per_minute: int = Field(default=30, ge=1)
     sweep_interval_seconds: int = Field(default=5, ge=1, le=59)
     # Grants at least this long get a reminder this long before they end.
     grant_reminder_min_seconds: int = Field(default=8 * 3600, ge=1)

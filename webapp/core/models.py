@@ -183,7 +183,11 @@ class AuditEvent(SQLModel, table=True):
     """The append-only log of every state change; its id orders the live feed."""
 
     __tablename__ = "audit_events"
-    __table_args__ = ({"sqlite_autoincrement": True},)
+    __table_args__ = (
+        # The live feed replays what one person may see: their requests' events, in id order.
+        sa.Index("ix_audit_events_request_id_id", "request_id", "id"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = _timestamp(default=True, index=True)
@@ -192,6 +196,8 @@ class AuditEvent(SQLModel, table=True):
     action: str = Field(max_length=64, index=True)
     subject: str = Field(max_length=200, index=True)
     details: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    # The access request the event concerns (its own, or its grant's), for who may see it.
+    request_id: int | None = Field(default=None)
 
 
 class ErrorRecord(SQLModel, table=True):

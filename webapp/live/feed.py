@@ -26,7 +26,8 @@ import sqlalchemy as sa
 
 from webapp.core.background import cancel_within, in_thread
 from webapp.core.db import Database
-from webapp.core.models import AccessRequest, Approval, AuditEvent, Grant, ResourceApprover
+from webapp.core.models import AccessRequest, Approval, AuditEvent, ResourceApprover
+from webapp.services.access import Viewer, visible_to
 from webapp.services.audit import NOTIFY_CHANNEL
 from webapp.services.request_table import RequestRow, load_rows
 
@@ -60,32 +61,20 @@ class FeedEvent:
         return is_admin or (self.audience is not None and user_id in self.audience)
 
 
-def _request_ids(events: list[AuditEvent], grant_requests: dict[int, int]) -> dict[int, int | None]:
-    out: dict[int, int | None] = {}
-    for event in events:
-        kind, _, raw = event.subject.partition(":")
-        if kind == "request" and raw.isdigit():
-            out[event.id] = int(raw)  # type: ignore[index]
-        elif kind == "grant" and raw.isdigit():
-            out[event.id] = grant_requests.get(int(raw))  # type: ignore[index]
-        else:
-            out[event.id] = None  # type: ignore[index]
-    return out
-
-
-def load_events(database: Database, *, after: int, limit: int = BATCH,
-                ids: list[int] | None = None) -> list[FeedEvent]:
+def load_events(database: Database, *, after: int, limit: int = BATCH, ids: list[int] | None = None,
+                viewer: Viewer | None = None) -> list[FeedEvent]:
     """Audit rows after `after` (or exactly `ids`), each with the people allowed to see it.
-    A handful of queries per batch, whatever the number of subscribers."""
+    A handful of queries per batch, whatever the number of subscribers. With `viewer` (a
+    replay for one person) only the rows they may see are read: the filter runs in SQL, over
+    the index on (request_id, id), so a replay costs what it sends, not the table's size."""
     with database.session() as session:
         query = sa.select(AuditEvent).order_by(AuditEvent.id).limit(limit)  # type: ignore[arg-type]
         query = query.where(AuditEvent.id.in_(ids)) if ids else query.where(AuditEvent.id > after)  # type: ignore[union-attr, operator]
+        if viewer is not None and not viewer.principal.is_admin:
+            seen = sa.select(AccessRequest.id).where(visible_to(viewer))
+            query = query.where(AuditEvent.request_id.in_(seen))  # type: ignore[union-attr]
         events = list(session.scalars(query).all())
-        grant_ids = [int(e.subject[6:]) for e in events if e.subject.startswith("grant:") and e.subject[6:].isdigit()]
-        grant_requests = dict(session.execute(
-            sa.select(Grant.id, Grant.request_id).where(Grant.id.in_(grant_ids))).all()) if grant_ids else {}  # type: ignore[union-attr]
-        request_of = _request_ids(events, grant_requests)  # type: ignore[arg-type]
-        wanted = sorted({r for r in request_of.values() if r is not None})
+        wanted = sorted({e.request_id for e in events if e.request_id is not None})
         rows = {row.id: row for row in load_rows(session, wanted)}
         approvers: dict[int, set[int]] = {}
         approved: dict[int, set[int]] = {}
@@ -101,7 +90,7 @@ def load_events(database: Database, *, after: int, limit: int = BATCH,
                 .where(Approval.request_id.in_(wanted), Approval.counted)  # type: ignore[attr-defined]
             ):
                 approved.setdefault(request_id, set()).add(approver_id)
-        return [_feed_event(e, request_of[e.id], rows, approvers, approved) for e in events]  # type: ignore[index]
+        return [_feed_event(e, e.request_id, rows, approvers, approved) for e in events]
 
 
 def _feed_event(event: AuditEvent, request_id: int | None, rows: dict[int, RequestRow],
@@ -124,6 +113,7 @@ def latest_event_id(database: Database) -> int:
 @dataclass(eq=False)  # identity, not value: subscriptions live in a set
 class Subscription:
     queue: asyncio.Queue[FeedEvent | None]
+    owner: int | None = None  # the person whose stream it is (None: not counted per person)
     dropped: bool = False
 
 
@@ -134,7 +124,9 @@ class AuditFeed:
     gap_timeout: float = 5.0
     queue_size: int = 1000
     listen_url: str | None = None
+    streams_per_person: int = 10  # beyond this a person's oldest stream closes
     subscribers: set[Subscription] = field(default_factory=set)
+    _by_owner: dict[int, list[Subscription]] = field(default_factory=dict)
     _cursor: int = 0
     _delivered_above: set[int] = field(default_factory=set)
     _gap_since: float | None = None
@@ -154,19 +146,35 @@ class AuditFeed:
         if self._task is not None:
             await cancel_within(self._task, STOP_SECONDS, "live feed tailer")
 
-    def subscribe(self) -> Subscription:
-        subscription = Subscription(asyncio.Queue(self.queue_size))
+    def subscribe(self, owner: int | None = None) -> Subscription:
+        """A new stream; a person's streams beyond `streams_per_person` close, oldest first,
+        so one person opening hundreds of tabs or connections cannot hold the memory."""
+        subscription = Subscription(asyncio.Queue(self.queue_size), owner)
         self.subscribers.add(subscription)
+        if owner is not None:
+            theirs = self._by_owner.setdefault(owner, [])
+            theirs.append(subscription)
+            while len(theirs) > self.streams_per_person:
+                self._close(theirs[0])
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self.subscribers.discard(subscription)
+        self._forget(subscription)
+
+    def _forget(self, subscription: Subscription) -> None:
+        theirs = self._by_owner.get(subscription.owner) if subscription.owner is not None else None
+        if theirs is not None and subscription in theirs:
+            theirs.remove(subscription)
+            if not theirs:
+                del self._by_owner[subscription.owner]  # type: ignore[arg-type]
 
     def wake(self) -> None:
         self._wake.set()
 
     def _close(self, subscription: Subscription) -> None:
         self.subscribers.discard(subscription)
+        self._forget(subscription)
         with contextlib.suppress(asyncio.QueueFull):
             subscription.queue.put_nowait(None)
 
@@ -178,6 +186,7 @@ class AuditFeed:
                 except asyncio.QueueFull:
                     subscription.dropped = True  # too slow: drop it rather than buffer forever
                     self.subscribers.discard(subscription)
+                    self._forget(subscription)
                     break
 
     async def _run(self) -> None:

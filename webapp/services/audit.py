@@ -10,10 +10,11 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from webapp.core.models import AuditEvent, utcnow
+from webapp.core.models import AuditEvent, Grant, utcnow
 
 NOTIFY_CHANNEL = "gatehouse_audit"  # webapp.live.feed listens on it
 
@@ -68,6 +69,18 @@ class Action(StrEnum):
     SHUTDOWN = "ops.shutdown"
 
 
+def request_of(session: Session, subject: str) -> int | None:
+    """The access request a subject concerns: "request:N" is N, "grant:N" its grant's."""
+    kind, _, number = subject.partition(":")
+    if not (number.isascii() and number.isdigit()):
+        return None
+    if kind == "request":
+        return int(number)
+    if kind == "grant":
+        return session.scalar(sa.select(Grant.request_id).where(Grant.id == int(number)))
+    return None
+
+
 def record_event(
     session: Session,
     *,
@@ -84,6 +97,7 @@ def record_event(
         action=str(action),  # the plain text: drivers may write an enum member by its name
         subject=subject,
         details=details or {},
+        request_id=request_of(session, subject),
     )
     session.add(event)
     session.flush()

@@ -14,12 +14,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from webapp.core.background import in_thread
 from webapp.core.forms import plain_int
-from webapp.live.feed import FeedEvent, load_events
+from webapp.core.ratelimit import SlidingWindowLimiter
+from webapp.live.feed import BATCH, FeedEvent, latest_event_id, load_events
+from webapp.services.access import viewer
 from webapp.services.identity import Principal
 from webapp.services.overview import Counters
 from webapp.web.live_messages import COUNTED, messages
@@ -47,33 +50,58 @@ def _render(request: Request, event: FeedEvent, principal: Principal) -> list[Se
     return messages(request.app.state.templates.env, request_context(request), event, principal)
 
 
+def connect_limiter(request: Request) -> SlidingWindowLimiter:
+    state = request.app.state
+    if not hasattr(state, "connect_limiter"):
+        state.connect_limiter = SlidingWindowLimiter(state.settings.live_connects_per_minute, 60.0)
+    return state.connect_limiter  # type: ignore[no-any-return]
+
+
 async def events(request: Request) -> Response:
-    """Audit events this viewer may see, replayed from Last-Event-ID and then live."""
+    """Audit events this viewer may see, replayed from Last-Event-ID and then live.
+
+    The replay reads only what the viewer may see (in SQL) and goes back at most
+    LIVE_REPLAY_LIMIT events: a page away for longer is told to reload instead. A person
+    keeps at most LIVE_STREAMS_PER_PERSON streams and opens at most LIVE_CONNECTS_PER_MINUTE
+    a minute (429 with Retry-After; the browser's EventSource tries again later)."""
     principal = current_principal(request)
+    settings = request.app.state.settings
+    retry_after = connect_limiter(request).hit(f"user:{principal.id}")
+    if retry_after is not None:
+        raise HTTPException(429, "Too many live connections; this page will try again shortly.",
+                            {"Retry-After": str(retry_after)})
     feed = request.app.state.feed
     database = request.app.state.db
     resume_after = last_event_id(request)
-    subscription = feed.subscribe()  # before the replay, so nothing falls between the two
+    subscription = feed.subscribe(owner=principal.id)  # before the replay, so nothing falls between the two
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
         replayed: set[int] = set()
         try:
             cursor = resume_after
+            if cursor is not None:
+                latest = await in_thread(latest_event_id, database)
+                if latest - cursor > settings.live_replay_limit:  # too much to replay: reload instead
+                    yield ServerSentEvent(data=render_block(request, "_live_event.html", {}, "stale"), event="toast",
+                                          id=str(latest))
+                    cursor = None
+            seen_by = await database.in_session(lambda s: viewer(s, principal)) if cursor is not None else None
             while cursor is not None:  # the backlog, in pages
-                backlog = await run_in_threadpool(load_events, database, after=cursor)
+                backlog = await in_thread(load_events, database, after=cursor, viewer=seen_by)
                 for event in backlog:
                     replayed.add(event.id)
-                    if event.visible_to(principal.id, principal.is_admin):
-                        for message in _render(request, event, principal):
-                            yield message
-                cursor = backlog[-1].id if len(backlog) == 500 else None
+                    for message in _render(request, event, principal):
+                        yield message
+                cursor = backlog[-1].id if len(backlog) == BATCH else None
             counted_up_to = None  # the last event that may have moved this viewer's counters
             while True:
                 if counted_up_to is not None and subscription.queue.empty():  # the end of a burst
                     yield await _counters(request, principal, counted_up_to)
                     counted_up_to = None
+                if subscription.dropped and subscription.queue.empty():
+                    return  # fell behind and was dropped: the browser reconnects and replays
                 event = await subscription.queue.get()
-                if event is None:  # the server is shutting down
+                if event is None:  # the server is shutting down, or this person opened too many streams
                     return
                 if event.id in replayed or not event.visible_to(principal.id, principal.is_admin):
                     continue
