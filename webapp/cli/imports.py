@@ -10,12 +10,14 @@ of starting another. `--resume JOB` finishes a cancelled or failed job.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import shutil
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import IO
 
 from webapp import workflows
@@ -27,13 +29,16 @@ from webapp.core.models import ImportStatus, utcnow
 from webapp.services.people_import import jobs, tracing
 from webapp.services.people_import.orders import ImportOrder, NewJob, NewRun
 from webapp.services.people_import.reach import fetch_policy
+from webapp.services.people_import.source import PageCache
 from webapp.workflows import imports as imports_workflow
 
 EXECUTOR_SUFFIX = "-import-cli"
 REFRESH_SECONDS = 0.25
 PLAIN_EVERY_SECONDS = 2.0
+STALL_SECONDS = 10.0  # no progress for this long: the progress line says where the job waits
 FINISHED = 0
 NOT_FINISHED = 1
+TIMED_OUT = 3
 
 
 class CommandError(Exception):
@@ -114,31 +119,70 @@ def progress_line(view: jobs.Progress, width: int) -> str:
             f"{rate} {left}").rstrip()
 
 
-def follow(database: Database, job_id: int, *, out: IO[str], interactive: bool) -> jobs.Progress:
-    """Draw progress until the job stops running; returns the last view."""
-    last_plain = 0.0
+class Stall:
+    """Notices a job that stopped moving and says, at most every few seconds, where it waits."""
+
+    def __init__(self, cache: PageCache, *, after_seconds: float) -> None:
+        self.cache, self.after_seconds = cache, after_seconds
+        self.seen: tuple[int, int, tuple[tuple[str, int], ...]] | None = None
+        self.moved_at = time.monotonic()
+        self.asked_at = 0.0
+        self.waiting: str | None = None
+
+    def note(self, view: jobs.Progress) -> str | None:
+        now = time.monotonic()
+        seen = (view.imported, view.invalid, tuple(sorted(view.counts.items())))
+        if seen != self.seen:
+            self.seen, self.moved_at, self.asked_at, self.waiting = seen, now, 0.0, None
+            return None
+        if now - self.moved_at < self.after_seconds:
+            return None
+        if now - self.asked_at >= PLAIN_EVERY_SECONDS:
+            self.asked_at = now
+            self.waiting = asyncio.run(imports_workflow.waiting_on(view, self.cache, now=utcnow()))
+        return self.waiting
+
+
+class TimedOut(Exception):
+    """--timeout passed before the job stopped running; the job itself goes on."""
+
+
+def follow(database: Database, job_id: int, *, out: IO[str], interactive: bool, stall: Stall,
+           deadline: float | None = None) -> jobs.Progress:
+    """Draw progress until the job stops running; returns the last view. Once the job has
+    not moved for a while, each line also says where it waits. TimedOut at `deadline`
+    (a time.monotonic() value)."""
+    last_plain, last_waiting = 0.0, None
     while True:
         with database.session() as session:
             view = jobs.progress(session, job_id, now=utcnow())
         assert view is not None
         line = progress_line(view, shutil.get_terminal_size((120, 20)).columns)
+        waiting = stall.note(view) if view.active else None
+        if waiting:
+            line += f" · waiting: {waiting}"
         if interactive:
             out.write("\r\x1b[2K" + line)
             out.flush()
-        elif time.monotonic() - last_plain >= PLAIN_EVERY_SECONDS or not view.active:
+        elif time.monotonic() - last_plain >= PLAIN_EVERY_SECONDS or not view.active or waiting != last_waiting:
             print(line, file=out, flush=True)
-            last_plain = time.monotonic()
+            last_plain, last_waiting = time.monotonic(), waiting
         if not view.active:
             if interactive:
                 out.write("\n")
             return view
+        if deadline is not None and time.monotonic() >= deadline:
+            if interactive:
+                out.write("\n")
+            raise TimedOut(line)
         time.sleep(REFRESH_SECONDS)
 
 
 def import_users(settings: Settings, *, source: str | None, count: int, seed: str, chunk_size: int | None,
                  nat: str = "", create_users: bool = False, resume: int | None = None, quiet: bool = False,
-                 out: IO[str] | None = None) -> int:
-    """The whole command; returns the exit status (0 when the job finished)."""
+                 timeout: float | None = None, stall_seconds: float = STALL_SECONDS, out: IO[str] | None = None) -> int:
+    """The whole command; returns the exit status: 0 when the job finished, 1 when it
+    stopped unfinished (failed or cancelled), 3 when `timeout` seconds passed first."""
     out = out or sys.stderr
     settings = cli_settings(settings)
     configure_logging(settings.log_level, settings.resolved_log_format)
@@ -149,10 +193,16 @@ def import_users(settings: Settings, *, source: str | None, count: int, seed: st
                        chunk_size=chunk_size or settings.import_chunk_size, nat=nat, create_users=create_users,
                        resume=resume, out=out)
         began = time.monotonic()
-        if quiet:
-            view = follow(database, job_id, out=_Null(), interactive=False)
-        else:
-            view = follow(database, job_id, out=out, interactive=out.isatty())
+        stall = Stall(PageCache(Path(imports_workflow.import_options(settings)["cache_dir"])),
+                      after_seconds=stall_seconds)
+        deadline = began + timeout if timeout is not None else None
+        try:
+            view = follow(database, job_id, out=_Null() if quiet else out, interactive=not quiet and out.isatty(),
+                          stall=stall, deadline=deadline)
+        except TimedOut as stopped:
+            print(f"import {job_id} still running after {timeout:g} s; stopped following it "
+                  f"(last: {stopped}). Run the same command again to follow and finish it.", file=out)
+            return TIMED_OUT
         job = view.job
         print(f"import {job_id} {job.status}: {view.imported:,} people imported, {view.invalid:,} bad records, "
               f"{view.counts.get('failed', 0)} failed chunks, {time.monotonic() - began:.1f} s")
@@ -181,7 +231,7 @@ def run_command(settings: Settings, args: argparse.Namespace) -> int:
     try:
         status = import_users(settings, source=args.source, count=args.count, seed=args.seed,
                               chunk_size=args.chunk_size, nat=args.nat, create_users=args.create_users,
-                              resume=args.resume, quiet=args.quiet)
+                              resume=args.resume, quiet=args.quiet, timeout=args.timeout)
     except CommandError as exc:
         print(f"cannot import: {exc}", file=sys.stderr)
         status = 1
@@ -194,6 +244,16 @@ def run_command(settings: Settings, args: argparse.Namespace) -> int:
     os._exit(status)
 
 
+def positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < seconds < 10**7:
+        raise argparse.ArgumentTypeError("give a number of seconds above 0")
+    return seconds
+
+
 def add_command(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     command = commands.add_parser("import-users", help="import people from a randomuser-compatible API or file")
     command.add_argument("--source", help="API address (e.g. https://randomuser.me) or a JSON file")
@@ -204,4 +264,6 @@ def add_command(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     command.add_argument("--create-users", action="store_true", help="also create a member per person")
     command.add_argument("--resume", type=int, metavar="JOB", help="finish a cancelled or failed import")
     command.add_argument("--quiet", action="store_true", help="no progress bar, only the summary")
+    command.add_argument("--timeout", type=positive_seconds, metavar="SECONDS",
+                         help="stop following after SECONDS (exit status 3); the import goes on when run again")
     command.set_defaults(run=run_command)

@@ -43,6 +43,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
 from dbos import DBOS, SetWorkflowID, StepOptions
@@ -53,7 +54,7 @@ from webapp.core.models import (
     ChunkStatus,
     ImportStatus,
 )
-from webapp.services.people_import import runs, tracing
+from webapp.services.people_import import jobs, runs, tracing
 from webapp.services.people_import.jobs import ImportRefused
 from webapp.services.people_import.orders import (
     ChunkResult,
@@ -69,9 +70,12 @@ from webapp.services.people_import.orders import (
 )
 from webapp.services.people_import.source import (
     PageCache,
+    PageRequest,
+    Source,
     SourceError,
     fetch_page,
 )
+from webapp.workflows import inspect
 from webapp.workflows.datasource import datasource
 from webapp.workflows.runtime import MaxStepRetriesExceeded
 
@@ -362,3 +366,29 @@ async def cancel_waiting_chunks(job_id: int, run: int) -> int:
     if queued:
         await DBOS.cancel_workflows_async([w.workflow_id for w in queued])
     return len(queued)
+
+
+async def waiting_on(progress: jobs.Progress, cache: PageCache, *, now: datetime) -> str | None:
+    """Where a run that is not moving waits, for the operator: its first unfinished chunk,
+    and why (not enqueued yet, waiting in the queue, or running with its page not yet
+    fetched). None when no chunk is open."""
+    open_chunks = sorted((c for c in progress.chunks if c.status in jobs.OPEN_CHUNKS), key=lambda c: c.number)
+    if not open_chunks:
+        return None
+    chunk, job = open_chunks[0], progress.job
+    where = f"chunk {chunk.number} (page {chunk.page})"
+    found = await inspect.workflow(chunk_workflow_id(job.id, job.run, chunk.number))  # type: ignore[arg-type]
+    if found is None:
+        return f"{where} is not enqueued yet"
+    if found.status == "ENQUEUED":
+        running = await inspect.workflows(queue=QUEUE, status="PENDING", queues_only=True)
+        return f"{where} waits in the {QUEUE} queue ({len(running)} chunks running)"
+    if found.status == "PENDING":
+        since = found.updated or found.created
+        ran = f"{(now - since).total_seconds():.0f} s" if since else "a while"
+        page = PageRequest(Source(job.source_kind, job.source), job.seed, chunk.page,  # type: ignore[arg-type]
+                           job.page_size, job.nat)
+        why = ("writing its people" if job.source_kind == "file" or cache.has(page)
+               else "its page is not fetched yet (the source is slow or failing; fetches are retried)")
+        return f"{where} has run for {ran} on executor {found.executor}: {why}"
+    return f"{where} is {found.status}"
