@@ -142,7 +142,7 @@ class AuditFeed:
 
         Bounded: a tailer stuck in a database call must not hold up the server's shutdown."""
         for subscription in list(self.subscribers):
-            self._close(subscription)
+            self.close(subscription)
         if self._task is not None:
             await cancel_within(self._task, STOP_SECONDS, "live feed tailer")
 
@@ -155,7 +155,7 @@ class AuditFeed:
             theirs = self._by_owner.setdefault(owner, [])
             theirs.append(subscription)
             while len(theirs) > self.streams_per_person:
-                self._close(theirs[0])
+                self.close(theirs[0])
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
@@ -172,7 +172,9 @@ class AuditFeed:
     def wake(self) -> None:
         self._wake.set()
 
-    def _close(self, subscription: Subscription) -> None:
+    def close(self, subscription: Subscription) -> None:
+        """End one stream: its reader gets None (or, when its queue is full, sees it dropped)."""
+        subscription.dropped = True
         self.subscribers.discard(subscription)
         self._forget(subscription)
         with contextlib.suppress(asyncio.QueueFull):

@@ -5,7 +5,7 @@ row, a toast, the activity entry: webapp/web/live_messages.py) of which the last
 the audit id as SSE id, so a browser that reconnects with `Last-Event-ID` first gets what
 it missed from the table, in order, then the live tail. After a burst of changes to
 requests or grants the viewer's dashboard counters follow (webapp/live/counters.py). The
-stream ends cleanly when the server shuts down, and browsers reconnect (to another
+stream ends cleanly when the server shuts down (webapp/web/streams.py), and browsers reconnect (to another
 process, behind a load balancer).
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import ServerSentEvent
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,9 +28,7 @@ from webapp.services.overview import Counters
 from webapp.web.live_messages import COUNTED, messages
 from webapp.web.rendering import render_block, request_context
 from webapp.web.security import Access, current_principal, guarded_route
-
-HEARTBEAT_SECONDS = 15
-SEND_TIMEOUT_SECONDS = 10
+from webapp.web.streams import live_stream
 
 
 def last_event_id(request: Request) -> int | None:
@@ -112,10 +110,7 @@ async def events(request: Request) -> Response:
         finally:
             feed.unsubscribe(subscription)
 
-    return EventSourceResponse(
-        stream(), ping=HEARTBEAT_SECONDS, send_timeout=SEND_TIMEOUT_SECONDS,
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
+    return live_stream(stream(), feed=feed, subscription=subscription)
 
 
 routes = [guarded_route("/events", events, access=Access.member)]

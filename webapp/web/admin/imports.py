@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, field_validator
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import ServerSentEvent
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -30,11 +30,11 @@ from webapp.services.people_import.plan import MAX_CHUNKS
 from webapp.services.people_import.reach import fetch_policy
 from webapp.services.people_import.source import available_files
 from webapp.web.database import in_session
-from webapp.web.events import HEARTBEAT_SECONDS, SEND_TIMEOUT_SECONDS
 from webapp.web.parsing import path_id
 from webapp.web.rendering import render, render_block, wants_json
 from webapp.web.requests.forms import FormKey
 from webapp.web.security import Access, current_principal, guarded_route
+from webapp.web.streams import live_stream
 from webapp.workflows import imports as imports_workflow
 
 GRID_LIMIT = 2000  # chunk cells drawn on the page; bigger jobs show the counts only
@@ -211,8 +211,7 @@ async def job_events(request: Request) -> Response:
         finally:
             feed.unsubscribe(subscription)
 
-    return EventSourceResponse(stream(), ping=HEARTBEAT_SECONDS, send_timeout=SEND_TIMEOUT_SECONDS,
-                               headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return live_stream(stream(), feed=feed, subscription=subscription)
 
 
 async def _wait_for_news(subscription: Subscription, seconds: float) -> bool | None:
