@@ -18,6 +18,13 @@ def run_migrations() -> None:
     engine = create_db_engine(database_url())
     try:
         with engine.connect() as connection:
+            sqlite = connection.dialect.name == "sqlite"
+            if sqlite:
+                # Batch mode rebuilds a table (copy, drop, rename); with foreign keys on, dropping a
+                # table other rows reference fails. SQLite's own procedure: keys off during the
+                # change (outside any transaction), every key checked after it.
+                connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                connection.commit()
             context.configure(
                 connection=connection,
                 target_metadata=SQLModel.metadata,
@@ -27,6 +34,8 @@ def run_migrations() -> None:
             )
             with context.begin_transaction():
                 context.run_migrations()
+                if sqlite and connection.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                    raise RuntimeError("the migration left rows whose foreign keys point nowhere; rolled back")
     finally:
         engine.dispose()
 

@@ -63,36 +63,39 @@ def test_deactivating_signs_the_person_out_everywhere(client: TestClient, people
 
 
 def test_reactivating_a_person_brings_back_none_of_their_tokens(client: TestClient, people, app) -> None:  # type: ignore[no-untyped-def]
-    sign_in(client, "admin@example.com")
     member_id = people["member"].id
-    issued = post_form(client, f"/admin/users/{member_id}/tokens", {"name": "laptop"})
-    secret = issued.text.split("gh_", 1)[1].split("<", 1)[0].split('"', 1)[0]
+    sign_in(client, "member@example.com")
+    issued = post_form(client, "/account/tokens", {"name": "laptop", "scopes": "read", "days": "30"})
+    secret = issued.text.split('id="new-secret" readonly value="')[1].split('"')[0]
     script = TestClient(app)
-    bearer = {"Authorization": f"Bearer gh_{secret}", "Accept": "application/json"}
+    bearer = {"Authorization": f"Bearer {secret}", "Accept": "application/json"}
     assert script.get("/my/access", headers=bearer).status_code == 200
+    sign_in(client, "admin@example.com")
     assert post_form(client, f"/admin/users/{member_id}/active", {"active": "false"}).status_code == 303
     assert post_form(client, f"/admin/users/{member_id}/active", {"active": "true"}).status_code == 303
     assert script.get("/my/access", headers=bearer).status_code == 401, "deactivation revoked the token"
     assert "revoked" in client.get(f"/admin/users/{member_id}").text
 
 
-def test_tokens_are_shown_once_and_can_be_revoked(client: TestClient, people, database: Database) -> None:  # type: ignore[no-untyped-def]
-    sign_in(client, "admin@example.com")
-    issued = post_form(client, f"/admin/users/{people['member'].id}/tokens", {"name": "nightly sync"})
+def test_tokens_are_shown_once_and_any_admin_can_revoke_them(client: TestClient, people, database: Database) -> None:  # type: ignore[no-untyped-def]
+    sign_in(client, "member@example.com")
+    issued = post_form(client, "/account/tokens", {"name": "nightly sync", "scopes": ["read", "decide"], "days": "7"})
     assert issued.status_code == 201 and issued.headers["cache-control"] == "no-store"
     secret = issued.text.split('id="new-secret" readonly value="')[1].split('"')[0]
     assert secret.startswith("gh_")
-    later = client.get(f"/admin/users/{people['member'].id}")
+    later = client.get("/account/tokens")
     assert secret not in later.text and secret[:10] in later.text
     with database.session() as session:
         token = session.scalars(sa.select(ApiToken)).one()
         assert token.token_hash != secret and secret not in token.token_hash
     api = TestClient(client.app)
     assert api.get("/", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
-    assert post_form(client, f"/admin/users/{people['member'].id}/tokens/{token.id}/revoke").status_code == 303
-    assert api.get("/", headers={"Authorization": f"Bearer {secret}", "Accept": "application/json"}).status_code == 401
+    sign_in(client, "admin@example.com")
+    assert secret[:10] in client.get(f"/admin/users/{people['member'].id}").text
     # A token id under another person is not found, not revoked.
     assert post_form(client, f"/admin/users/{people['admin'].id}/tokens/{token.id}/revoke").status_code == 404
+    assert post_form(client, f"/admin/users/{people['member'].id}/tokens/{token.id}/revoke").status_code == 303
+    assert api.get("/", headers={"Authorization": f"Bearer {secret}", "Accept": "application/json"}).status_code == 401
 
 
 def test_resources_with_approvers(client: TestClient, people, database: Database) -> None:  # type: ignore[no-untyped-def]

@@ -8,10 +8,9 @@ from datetime import timedelta
 import sqlalchemy as sa
 from starlette.testclient import TestClient
 
-from support.web import PASSWORD, csrf_token, post_form, sign_in
+from support.web import PASSWORD, csrf_token, personal_token, post_form, sign_in
 from webapp.core.db import Database
 from webapp.core.models import AuditEvent, LoginAttempt, User, UserSession, utcnow
-from webapp.services import identity as auth
 from webapp.web.csrf import unmask
 
 
@@ -131,8 +130,7 @@ def test_idle_and_absolute_timeouts(client: TestClient, people, database: Databa
 
 def test_deactivation_ends_sessions_and_tokens_at_once(client: TestClient, people, database: Database) -> None:  # type: ignore[no-untyped-def]
     with database.session() as session:
-        admin = auth.Principal(people["admin"].id, "admin@example.com", "Ada", "admin")
-        _token, secret = auth.issue_token(session, user=people["member"], name="cli", issued_by=admin, now=utcnow())
+        _token, secret = personal_token(session, session.get(User, people["member"].id), name="cli")
     sign_in(client, "member@example.com")
     assert client.get("/").status_code == 200
     assert client.get("/", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
@@ -147,9 +145,7 @@ def test_deactivation_ends_sessions_and_tokens_at_once(client: TestClient, peopl
 
 def test_api_tokens_authenticate_without_csrf(client: TestClient, people, database: Database) -> None:  # type: ignore[no-untyped-def]
     with database.session() as session:
-        admin_user = session.get(User, people["admin"].id)
-        admin = auth.Principal(admin_user.id, admin_user.email, admin_user.name, admin_user.role)  # type: ignore[arg-type, union-attr]
-        token, secret = auth.issue_token(session, user=admin_user, name="script", issued_by=admin, now=utcnow())  # type: ignore[arg-type]
+        token, secret = personal_token(session, session.get(User, people["admin"].id), name="script")  # type: ignore[arg-type]
     api = TestClient(client.app)
     headers = {"Authorization": f"Bearer {secret}"}
     created = api.post("/admin/users", data={"email": "script@example.com", "name": "From Script"},

@@ -15,10 +15,9 @@ from sqlmodel import SQLModel
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from support.web import concrete, csrf_token, sign_in
+from support.web import concrete, csrf_token, personal_token, sign_in
 from webapp.core.db import Database
-from webapp.core.models import AccessRequest, Grant, ImportJob, Resource, ResourceApprover, utcnow
-from webapp.services import identity as auth
+from webapp.core.models import AccessRequest, Grant, ImportJob, Resource, ResourceApprover, User, utcnow
 
 MARKER = "<x-gh-probe>"
 # Every state-changing route and the fields its form reads. None: nothing to fuzz (it takes no input).
@@ -29,11 +28,13 @@ FORMS: dict[tuple[str, str], list[str] | None] = {
     ("POST", "/requests/{request_id:int}/approve"): ["comment"],
     ("POST", "/requests/{request_id:int}/reject"): ["comment"],
     ("POST", "/requests/{request_id:int}/cancel"): [],
+    ("POST", "/account/tokens"): ["name", "scopes", "days"],
+    ("POST", "/account/tokens/{token_id:int}/revoke"): [],
     ("POST", "/grants/{grant_id:int}/revoke"): ["note"],
-    ("POST", "/admin/users"): ["email", "name", "department", "title", "role", "password"],
+    ("POST", "/admin/users"): ["email", "name", "department", "title", "role", "password", "service"],
     ("POST", "/admin/users/{user_id:int}/role"): ["role"],
     ("POST", "/admin/users/{user_id:int}/active"): ["active"],
-    ("POST", "/admin/users/{user_id:int}/tokens"): ["name"],
+    ("POST", "/admin/users/{user_id:int}/tokens"): ["name", "scopes", "days"],
     ("POST", "/admin/users/{user_id:int}/tokens/{token_id:int}/revoke"): [],
     ("POST", "/admin/resources"): ["name", "kind", "description", "approvals_required", "max_duration",
                                    "pending_ttl_hours", "auto_approve", "approvers"],
@@ -117,8 +118,7 @@ def admin_client(client: TestClient, people, database: Database) -> tuple[TestCl
         session.add(resource)
         session.flush()
         session.add(ResourceApprover(resource_id=resource.id, user_id=people["approver"].id))
-        principal = auth.Principal(people["admin"].id, "admin@example.com", "Ada", "admin")
-        token, _ = auth.issue_token(session, user=people["member"], name="t", issued_by=principal, now=utcnow())
+        token, _ = personal_token(session, session.get(User, people["member"].id), name="t")
         request = AccessRequest(requester_id=people["member"].id, resource_id=resource.id, reason="fuzz reason",
                                 workflow_id="fuzz-request", status="approved")
         session.add(request)

@@ -65,3 +65,28 @@ def test_drift_check_notices_a_missing_column(empty_database_url: str) -> None:
     finally:
         engine.dispose()
     assert [diff[0] for diff in schema_drift(empty_database_url)] == ["add_column"]
+
+
+def test_tokens_made_before_expire_and_those_minted_for_someone_else_are_revoked(empty_database_url: str) -> None:
+    """Issue 12, F1: the upgrade closes the hole for tokens that already exist."""
+    upgrade(empty_database_url, "7c2e9d4b1a38")  # the schema before tokens were personal
+    engine = sa.create_engine(empty_database_url)
+    try:
+        with engine.begin() as conn:
+            for user_id, email in ((1, "admin@example.com"), (2, "approver@example.com")):
+                conn.execute(sa.text("INSERT INTO users (id, email, name, department, title, role, active, "
+                                     "created_at) VALUES (:id, :email, 'X', '', '', 'admin', true, "
+                                     "CURRENT_TIMESTAMP)"), {"id": user_id, "email": email})
+            for token_id, user_id, by in ((1, 1, 1), (2, 2, 1), (3, 2, None)):
+                conn.execute(sa.text("INSERT INTO api_tokens (id, user_id, name, token_hash, prefix, created_at, "
+                                     "created_by_id) VALUES (:id, :user, 't', :hash, 'gh_', CURRENT_TIMESTAMP, :by)"),
+                             {"id": token_id, "user": user_id, "hash": f"h{token_id}", "by": by})
+        upgrade(empty_database_url)
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT id, revoked_at IS NOT NULL, expires_at, scopes FROM api_tokens "
+                                        "ORDER BY id")).all()
+    finally:
+        engine.dispose()
+    assert [(row[0], bool(row[1])) for row in rows] == [(1, False), (2, True), (3, False)], \
+        "the token an admin minted for another person is revoked; their own and the CLI's stay"
+    assert all(row[2] is not None and row[3] == "read,decide,operate" for row in rows)

@@ -32,9 +32,9 @@ from starlette.testclient import TestClient
 
 from support.access import make_resource
 from support.waiting import wait_for
+from support.web import personal_token
 from webapp.core.db import Database
-from webapp.core.models import ErrorRecord, utcnow
-from webapp.services import identity as auth
+from webapp.core.models import ErrorRecord, User
 from webapp.web.api.spec import OPERATIONS
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
@@ -49,9 +49,7 @@ NEGATIVE_EXAMPLES = 10
 
 def bearer(database: Database, people, role: str) -> str:  # type: ignore[no-untyped-def]
     with database.session() as session:
-        issuer = auth.Principal(people["admin"].id, people["admin"].email, "Ada", "admin")
-        _token, secret = auth.issue_token(session, user=people[role], name=f"{role} api", issued_by=issuer,
-                                          now=utcnow())
+        _token, secret = personal_token(session, session.get(User, people[role].id), name=f"{role} api")
     return secret
 
 

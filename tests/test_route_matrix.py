@@ -10,10 +10,9 @@ import pytest
 from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
-from support.web import as_role, concrete
+from support.web import as_role, concrete, personal_token
 from webapp.core.db import Database
-from webapp.core.models import AccessRequest, Grant, ImportJob, Resource, ResourceApprover, utcnow
-from webapp.services import identity as auth
+from webapp.core.models import AccessRequest, Grant, ImportJob, Resource, ResourceApprover, User
 from webapp.web.csrf import CSRF_COOKIE
 from webapp.web.security import Access
 
@@ -37,6 +36,9 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/events"): Access.member,
     ("GET", "/my/requests"): Access.member,
     ("GET", "/my/access"): Access.member,
+    ("GET", "/account/tokens"): Access.member,
+    ("POST", "/account/tokens"): Access.member,
+    ("POST", "/account/tokens/{token_id:int}/revoke"): Access.member,
     ("GET", "/approvals"): Access.approver,
     ("GET", "/notifications"): Access.admin,
     ("GET", "/admin/users"): Access.admin,
@@ -117,8 +119,7 @@ def sample_ids(people, database: Database) -> dict[str, int]:  # type: ignore[no
         session.add(resource)
         session.flush()
         session.add(ResourceApprover(resource_id=resource.id, user_id=people["approver"].id))
-        principal = auth.Principal(people["admin"].id, "admin@example.com", "Ada", "admin")
-        token, _secret = auth.issue_token(session, user=people["member"], name="m", issued_by=principal, now=utcnow())
+        token, _secret = personal_token(session, session.get(User, people["member"].id), name="m")
         request = AccessRequest(requester_id=people["member"].id, resource_id=resource.id, reason="matrix reason",
                                 workflow_id="matrix-request", status="approved")
         session.add(request)
@@ -158,6 +159,31 @@ def test_route_by_role(client: TestClient, database: Database, people, sample_id
             assert response.headers["location"].startswith("/login?next="), where
         else:
             assert response.status_code == 403 and "role does not allow" in response.text, where
+
+
+@pytest.mark.parametrize("scope", ["read", "decide", "operate"])
+def test_a_token_reaches_only_what_its_scopes_allow(client: TestClient, database: Database, people, sample_ids,  # type: ignore[no-untyped-def]
+                                                   scope) -> None:
+    """An admin's token with one scope: every route needing another (and token management,
+    which is for browsers) is refused before it runs; GETs need only `read`."""
+    with database.session() as session:
+        _token, secret = personal_token(session, session.get(User, people["admin"].id), scopes=[scope])
+    headers = {"Authorization": f"Bearer {secret}", "Accept": "application/json"}
+    browser_only = {(m, r.path) for r in client.app.routes if isinstance(r, Route)  # type: ignore[attr-defined]
+                    for m in r.methods or () if getattr(r.endpoint, "browser_only", False)}
+    for (method, template), access in ROUTES.items():
+        path = concrete(template, sample_ids)
+        if access is Access.public or path in STREAMS:
+            continue
+        needed = "read" if method == "GET" else "operate" if access is Access.admin else "decide"
+        if (method, template) in browser_only:
+            response = client.request(method, path, headers=headers)
+            assert response.status_code == 403 and "signed-in browser" in response.text, (method, template)
+        elif needed != scope:
+            response = client.request(method, path, headers=headers)
+            assert response.status_code == 403 and f"lacks the {needed} scope" in response.text, (method, template)
+        elif method == "GET":
+            assert client.get(path, headers=headers).status_code in (200, 404), template  # 404: a sample id with no row
 
 
 @pytest.mark.parametrize("headers", [{"HX-Request": "true"}, {"Accept": "application/json"}])

@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     login_attempts_per_ip: int = Field(default=20, ge=1)
     login_attempt_window_seconds: int = Field(default=15 * 60, ge=1)
     login_delay_seconds: float = Field(default=1.0, gt=0)
+    # The longest life a person may give an API token, in days.
+    token_max_days: int = Field(default=90, ge=1, le=3650)
     # Addresses of the proxies whose X-Forwarded-For / X-Forwarded-Proto are believed
     # (comma-separated, "*" for any). None by default: a client cannot pick its own address.
     forwarded_allow_ips: str = ""

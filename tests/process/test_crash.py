@@ -57,6 +57,7 @@ import sqlalchemy as sa
 from support.processes import AppProcess, app_env
 from support.receivers import HttpReceiver, SmtpReceiver, free_port
 from support.waiting import wait_for
+from support.web import personal_token
 from webapp.config import Settings
 from webapp.core.db import Database
 from webapp.core.models import (
@@ -67,10 +68,8 @@ from webapp.core.models import (
     Notification,
     Resource,
     ResourceApprover,
-    utcnow,
 )
 from webapp.services.accounts import create_user
-from webapp.services.identity import Principal, issue_token
 from webapp.services.notifications import Message, dedup_key, message_id
 from webapp.workflows.notifications import DEDUP_HEADER
 
@@ -531,13 +530,12 @@ def _workflow_statuses(system: sa.Engine) -> tuple[Counter[str], int]:
 
 def make_people(db: Database) -> People:
     with db.session() as session:
-        admin = create_user(session, email="root@example.test", name="Ria Root", password=None, role="admin")
+        create_user(session, email="root@example.test", name="Ria Root", password=None, role="admin")
         requester = create_user(session, email="mo@example.test", name="Mo Member", password=None, role="member")
         approvers = [create_user(session, email=f"approver{i}@example.test", name=f"Approver {i}", password=None,
                                  role="approver") for i in (1, 2)]
-        issuer = Principal(admin.id, admin.email, admin.name, admin.role)  # type: ignore[arg-type]
-        _, requester_token = issue_token(session, user=requester, name="crash", issued_by=issuer, now=utcnow())
-        _, approver_token = issue_token(session, user=approvers[0], name="crash", issued_by=issuer, now=utcnow())
+        _, requester_token = personal_token(session, requester, name="crash")
+        _, approver_token = personal_token(session, approvers[0], name="crash")
         return People(requester, approvers, requester_token, approver_token)
 
 

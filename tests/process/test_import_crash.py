@@ -23,11 +23,11 @@ import sqlalchemy as sa
 from support.processes import READY_SECONDS, REPO, AppProcess, app_env
 from support.randomuser_server import RandomUserServer
 from support.waiting import wait_for
+from support.web import personal_token
 from webapp.config import Settings
 from webapp.core.db import Database
-from webapp.core.models import AuditEvent, ErrorRecord, ImportChunk, ImportedPerson, ImportJob, User, utcnow
+from webapp.core.models import AuditEvent, ErrorRecord, ImportChunk, ImportedPerson, ImportJob, User
 from webapp.services.accounts import create_user
-from webapp.services.identity import Principal, issue_token
 
 pytestmark = pytest.mark.slow
 
@@ -94,8 +94,7 @@ def assert_imported_exactly_once(database: Database, api: RandomUserServer, job_
 def admin_token(database: Database) -> str:
     with database.session() as session:
         admin = create_user(session, email="importer@example.test", name="Ida Importer", password=None, role="admin")
-        issuer = Principal(admin.id, admin.email, admin.name, admin.role)  # type: ignore[arg-type]
-        _, secret = issue_token(session, user=admin, name="crash", issued_by=issuer, now=utcnow())
+        _, secret = personal_token(session, admin, name="crash")
         return secret
 
 

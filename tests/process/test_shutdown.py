@@ -13,10 +13,10 @@ import sqlalchemy as sa
 
 from support.processes import AppProcess, app_env
 from support.waiting import wait_for
+from support.web import personal_token
 from webapp.config import Settings
 from webapp.core.db import Database
-from webapp.core.models import AuditEvent, User, utcnow
-from webapp.services.identity import Principal, issue_token
+from webapp.core.models import AuditEvent, User
 
 
 def audit_details(database: Database, action: str) -> list[dict[str, Any]]:
@@ -49,8 +49,7 @@ def test_shutdown_stops_a_real_server_gracefully(settings: Settings, database: D
                                                  tmp_path: Path) -> None:
     with database.session() as session:
         admin = session.get(User, people["admin"].id)
-        issuer = Principal(admin.id, admin.email, admin.name, "admin")  # type: ignore[arg-type,union-attr]
-        _, token = issue_token(session, user=admin, name="ops", issued_by=issuer, now=utcnow())  # type: ignore[arg-type]
+        _, token = personal_token(session, admin, name="ops")  # type: ignore[arg-type]
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     with (tmp_path / "app.log").open("w") as log:
         server = AppProcess(app_env(settings, EXECUTOR_ID="stopper"), log, cwd=tmp_path)

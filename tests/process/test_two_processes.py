@@ -14,11 +14,11 @@ import pytest
 
 from support.processes import AppProcess, app_env
 from support.waiting import wait_for
+from support.web import personal_token
 from webapp.config import Settings
 from webapp.core.db import Database
-from webapp.core.models import Resource, ResourceApprover, utcnow
+from webapp.core.models import Resource, ResourceApprover
 from webapp.services.accounts import create_user
-from webapp.services.identity import Principal, issue_token
 
 pytestmark = pytest.mark.slow
 REASON = "Two processes: checking that the feed crosses them."
@@ -78,16 +78,15 @@ def test_a_change_through_one_process_reaches_a_browser_on_the_other(
         processes: tuple[AppProcess, AppProcess], database: Database) -> None:
     a, b = processes
     with database.session() as session:
-        admin = create_user(session, email="root@example.test", name="Ria Root", password=None, role="admin")
+        create_user(session, email="root@example.test", name="Ria Root", password=None, role="admin")
         member = create_user(session, email="mo@example.test", name="Mo Member", password=None, role="member")
         approver = create_user(session, email="arlo@example.test", name="Arlo", password=None, role="approver")
         resource = Resource(name="ledger-db", kind="database")
         session.add(resource)
         session.flush()
         session.add(ResourceApprover(resource_id=resource.id, user_id=approver.id))  # type: ignore[arg-type]
-        issuer = Principal(admin.id, admin.email, admin.name, admin.role)  # type: ignore[arg-type]
-        _, member_token = issue_token(session, user=member, name="t", issued_by=issuer, now=utcnow())
-        _, approver_token = issue_token(session, user=approver, name="t", issued_by=issuer, now=utcnow())
+        _, member_token = personal_token(session, member)
+        _, approver_token = personal_token(session, approver)
         resource_id = resource.id
 
     watcher = Listener(b.base_url, approver_token)  # the approver's browser, on process B

@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
 from webapp.core.db import Database
-from webapp.core.models import utcnow
-from webapp.services import identity
+from webapp.core.models import ApiToken, User, utcnow
+from webapp.services import identity, tokens
 from webapp.web.csrf import SESSION_COOKIE, unmask
 
 PASSWORD = "correct horse battery staple"  # every person the `people` fixture makes
@@ -60,3 +61,11 @@ def unmasked(html: str) -> str:
 
     html = re.sub(r'(name="csrf_token" value=")([A-Za-z0-9_-]+)"', shown, html)
     return re.sub(r'("X-CSRF-Token": ")([A-Za-z0-9_-]+)"', shown, html)
+
+
+def personal_token(session: Session, user: User, *, name: str = "test", scopes: list[str] | None = None,
+                   days: int = 30) -> tuple[ApiToken, str]:
+    """A token `user` issued for themself (tokens are personal), with every scope they may
+    hold unless `scopes` says fewer; the row and the secret."""
+    return tokens.issue_token(session, user=user, issued_by=identity.principal_of(user), now=utcnow(), name=name,
+                              scopes=scopes, days=days)

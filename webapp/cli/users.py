@@ -13,16 +13,17 @@ from webapp.services.accounts import AccountError, create_user
 
 def add_user(settings: Settings, args: argparse.Namespace) -> int:
     password = args.password
-    if password is None and not args.no_password:
+    if password is None and not (args.no_password or args.service):
         password = getpass.getpass("Password: ")
     database = Database(settings.database_url)
     try:
         with database.session() as session:
             user = create_user(
                 session, email=args.email, name=args.name, password=password, role=args.role,
-                department=args.department, title=args.title, actor="cli",
+                department=args.department, title=args.title, actor="cli", service=args.service,
             )
-            print(f"created {user.role} {user.email} (id {user.id})")
+            kind = "service account" if user.is_service else user.role
+            print(f"created {kind} {user.email} (id {user.id})")
     except AccountError as exc:
         print(f"cannot create user: {exc}", file=sys.stderr)
         return 1
@@ -40,4 +41,6 @@ def add_command(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     command.add_argument("--title", default="")
     command.add_argument("--password", help="omit to be asked (safer than the command line)")
     command.add_argument("--no-password", action="store_true", help="a person who cannot sign in yet")
+    command.add_argument("--service", action="store_true",
+                         help="an account for scripts: no password; an admin issues its tokens on its page")
     command.set_defaults(run=add_user)

@@ -93,6 +93,8 @@ class User(SQLModel, table=True):
     password_hash: str | None = Field(default=None, max_length=255)
     active: bool = True
     created_at: datetime = _timestamp(default=True)
+    # An account for scripts: no password, never decides requests, holds tokens an admin issues.
+    is_service: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
 
 
 class Resource(SQLModel, table=True):
@@ -198,6 +200,8 @@ class AuditEvent(SQLModel, table=True):
     details: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     # The access request the event concerns (its own, or its grant's), for who may see it.
     request_id: int | None = Field(default=None)
+    # The API token the change was made with (None: a browser session, or the system).
+    token_id: int | None = Field(default=None)
 
 
 class ErrorRecord(SQLModel, table=True):
@@ -244,8 +248,16 @@ class UserSession(SQLModel, table=True):
     user_agent: str = Field(default="", max_length=300)
 
 
+class TokenScope(StrEnum):
+    """What a token may do; its person's role limits it further."""
+
+    read = "read"  # every page and JSON read
+    decide = "decide"  # submit, approve, reject and cancel requests
+    operate = "operate"  # admin and ops changes: people, resources, grants, imports, workflows
+
+
 class ApiToken(SQLModel, table=True):
-    """A per-user bearer token for curl and scripts; shown once, stored hashed."""
+    """A personal bearer token for curl and scripts; shown once, stored hashed, expiring."""
 
     __tablename__ = "api_tokens"
 
@@ -258,6 +270,12 @@ class ApiToken(SQLModel, table=True):
     created_by_id: int | None = Field(default=None, foreign_key="users.id")
     last_used_at: datetime | None = _timestamp(nullable=True)
     revoked_at: datetime | None = _timestamp(nullable=True)
+    expires_at: datetime = _timestamp()
+    scopes: str = Field(max_length=64, sa_column_kwargs={"server_default": "read,decide,operate"})
+
+    @property
+    def scope_set(self) -> frozenset[str]:
+        return frozenset(s for s in self.scopes.split(",") if s)
 
 
 class LoginAttempt(SQLModel, table=True):

@@ -54,6 +54,7 @@ class Submission(TypedDict):
     duration_seconds: int | None  # None: permanent
     reason: str
     reminder: ReminderPolicy
+    token_id: NotRequired[int | None]  # the API token it was submitted with, for the audit
 
 
 class MessageFacts(TypedDict):
@@ -91,6 +92,7 @@ class DecisionMessage(TypedDict):
     kind: DecisionKind
     actor_id: int
     comment: str
+    token_id: NotRequired[int | None]  # the API token it was sent with, for the audit
 
 
 class DecisionOutcome(TypedDict):
@@ -144,13 +146,13 @@ def prepare_submission(session: Session, settings: Settings, requester: Principa
     if pending is not None:
         raise AccessError(422, f"You already have a pending request for {resource.name} (#{pending}).",
                           "resource_id")
-    return submission(settings, requester.id, resource_id, seconds, reason)
+    return submission(settings, requester.id, resource_id, seconds, reason, token_id=requester.token_id)
 
 
 def submission(settings: Settings, requester_id: int, resource_id: int, seconds: int | None,
-               reason: str) -> Submission:
+               reason: str, *, token_id: int | None = None) -> Submission:
     return Submission(requester_id=requester_id, resource_id=resource_id, duration_seconds=seconds, reason=reason,
-                      reminder=reminder_policy(settings))
+                      reminder=reminder_policy(settings), token_id=token_id)
 
 
 def reminder_policy(settings: Settings) -> ReminderPolicy:
@@ -171,6 +173,7 @@ def is_approver(session: Session, user_id: int, resource_id: int) -> bool:
 
 OWN_REQUEST = "You cannot decide on your own request."
 NOT_AN_APPROVER = "You are not an approver of this resource."
+SERVICE_ACCOUNT = "A service account cannot decide requests."
 
 
 def decision_refusal(principal: Principal, *, requester_id: int, approves_resource: bool) -> str | None:
@@ -179,6 +182,8 @@ def decision_refusal(principal: Principal, *, requester_id: int, approves_resour
     approvers those of the resources they approve. The pages and the workflow both ask it."""
     if principal.id == requester_id:
         return OWN_REQUEST
+    if principal.service:
+        return SERVICE_ACCOUNT
     if principal.is_admin or (principal.has_role(Role.approver) and approves_resource):
         return None
     return NOT_AN_APPROVER

@@ -13,7 +13,8 @@ from webapp.core.emails import EMAIL_PATTERN, normalise_email
 from webapp.core.models import Resource, ResourceApprover, Role, User, utcnow
 from webapp.core.passwords import MIN_PASSWORD_LENGTH, hash_password
 from webapp.services.audit import Action, record_event
-from webapp.services.identity import end_all_sessions, revoke_all_tokens
+from webapp.services.identity import end_all_sessions
+from webapp.services.tokens import revoke_all_tokens
 
 
 class AccountError(ValueError):
@@ -30,7 +31,10 @@ def create_user(
     department: str = "",
     title: str = "",
     actor: str = "system",
+    service: bool = False,
 ) -> User:
+    """A new person, or with `service` an account for scripts: it signs in only with the
+    tokens an admin issues for it, and never decides requests."""
     email = normalise_email(email)
     if not EMAIL_PATTERN.match(email):
         raise AccountError(f"{email!r} is not an email address")
@@ -38,6 +42,8 @@ def create_user(
         raise AccountError("a name is required")
     if role not in Role.__members__:
         raise AccountError(f"role must be one of {', '.join(Role)}")
+    if service and password:
+        raise AccountError("a service account has no password: it uses the API tokens an admin issues for it")
     if password is not None and len(password) < MIN_PASSWORD_LENGTH:
         raise AccountError(f"the password needs at least {MIN_PASSWORD_LENGTH} characters")
     if session.scalar(sa.select(User.id).where(User.email == email)) is not None:
@@ -49,6 +55,7 @@ def create_user(
         department=department.strip(),
         title=title.strip(),
         password_hash=hash_password(password) if password else None,
+        is_service=service,
     )
     session.add(user)
     session.flush()
@@ -57,7 +64,7 @@ def create_user(
         actor=actor,
         action=Action.USER_CREATED,
         subject=f"user:{user.id}",
-        details={"email": email, "role": role},
+        details={"email": email, "role": role, **({"service": True} if service else {})},
     )
     return user
 

@@ -3,10 +3,18 @@
 An event always commits with the change it records (it is added to the caller's session),
 so the log never claims a change that rolled back, nor misses one that committed. Its id
 orders the live feed (webapp.live.feed).
+
+An event written while an API token's request runs names the token (`token_id`): the web
+guard wraps such requests in `acting_through`, and the workflows that act later for such a
+request (submitting, deciding, revoking, importing) carry the token id in their input and
+wrap their steps the same way, so a recovered workflow still names it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from enum import StrEnum
 from typing import Any
 
@@ -17,6 +25,23 @@ from sqlalchemy.orm import Session
 from webapp.core.models import AuditEvent, Grant, utcnow
 
 NOTIFY_CHANNEL = "gatehouse_audit"  # webapp.live.feed listens on it
+_acting_token: ContextVar[int | None] = ContextVar("acting_token", default=None)
+
+
+@contextmanager
+def acting_through(token_id: int | None) -> Iterator[None]:
+    """Audit events recorded inside this block (this task, and the worker threads it starts)
+    name `token_id`; None says explicitly that no token is involved."""
+    reset = _acting_token.set(token_id)
+    try:
+        yield
+    finally:
+        _acting_token.reset(reset)
+
+
+def acting_token() -> int | None:
+    """The token the current change is made with, to carry into a workflow's input."""
+    return _acting_token.get()
 
 
 class Action(StrEnum):
@@ -98,6 +123,7 @@ def record_event(
         subject=subject,
         details=details or {},
         request_id=request_of(session, subject),
+        token_id=_acting_token.get(),
     )
     session.add(event)
     session.flush()

@@ -47,7 +47,8 @@ def list_resources(session: Session) -> list[tuple[Resource, list[User]]]:
 
 def possible_approvers(session: Session) -> list[User]:
     return list(session.scalars(
-        sa.select(User).where(User.active, User.role.in_([Role.approver, Role.admin]))  # type: ignore[attr-defined]
+        sa.select(User).where(User.active, User.role.in_([Role.approver, Role.admin]),  # type: ignore[attr-defined]
+                              User.is_service.is_(False))  # type: ignore[attr-defined]
         .order_by(User.name)
     ).all())
 
@@ -58,7 +59,7 @@ def _validate(session: Session, changes: ResourceChanges, resource_id: int | Non
         raise CatalogError(f"A resource named {changes.name} already exists.")
     eligible = {u.id for u in possible_approvers(session)}
     if not set(changes.approver_ids) <= eligible:
-        raise CatalogError("Approvers must be active people with the approver or admin role.")
+        raise CatalogError("Approvers must be active people (not service accounts) with the approver or admin role.")
     if not changes.auto_approve and len(set(changes.approver_ids)) < changes.approvals_required:
         raise CatalogError(
             f"{changes.approvals_required} approvals are required but only "

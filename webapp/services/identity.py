@@ -1,4 +1,5 @@
-"""Identity: signing in, server-side sessions, API tokens and the roles they carry.
+"""Identity: signing in, server-side sessions, and the principal (the roles, and for API
+tokens the scopes, a request carries). Tokens themselves: webapp/services/tokens.py.
 
 Sessions and tokens are random secrets; the database stores only their SHA-256, so a
 copy of the database cannot be replayed as a login. Every request re-reads the user,
@@ -19,13 +20,12 @@ from sqlalchemy.orm import Session
 
 from webapp.config import Settings
 from webapp.core.emails import normalise_email
-from webapp.core.models import ApiToken, LoginAttempt, Role, User, UserSession
+from webapp.core.models import LoginAttempt, Role, User, UserSession
 from webapp.core.passwords import hash_password, needs_rehash, verify_password
 from webapp.services.audit import Action, record_event
 
 ROLE_RANK = {Role.member: 0, Role.approver: 1, Role.admin: 2}
 TOUCH_EVERY = timedelta(minutes=1)  # refresh last_seen_at at most this often
-TOKEN_PREFIX = "gh_"
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,16 @@ class Principal:
     email: str
     name: str
     role: str
-    via_token: bool = False
+    token_id: int | None = None  # the API token this request came with (None: a browser session)
+    scopes: frozenset[str] | None = None  # what that token may do (None: everything the role may)
+    service: bool = False  # a service account: scripts only, never decides requests
+
+    @property
+    def via_token(self) -> bool:
+        return self.token_id is not None
+
+    def has_scope(self, scope: str) -> bool:
+        return self.scopes is None or scope in self.scopes
 
     def has_role(self, role: str) -> bool:
         return ROLE_RANK[Role(self.role)] >= ROLE_RANK[Role(role)]
@@ -57,13 +66,14 @@ class SignInThrottled(SignInError):
         self.retry_after = retry_after
 
 
-def _digest(secret: str) -> str:
+def digest(secret: str) -> str:
+    """What the database keeps of a session or token secret."""
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def principal_of(user: User, *, via_token: bool = False) -> Principal:
+def principal_of(user: User, *, token_id: int | None = None, scopes: frozenset[str] | None = None) -> Principal:
     assert user.id is not None
-    return Principal(user.id, user.email, user.name, user.role, via_token)
+    return Principal(user.id, user.email, user.name, user.role, token_id, scopes, user.is_service)
 
 
 # Sign-in ---------------------------------------------------------------------------------
@@ -131,14 +141,14 @@ def open_session(session: Session, user: User, *, ip: str, user_agent: str, now:
     """A fresh session id on every sign-in: nothing an attacker planted before survives it."""
     token = secrets.token_urlsafe(32)
     session.add(UserSession(
-        token_hash=_digest(token), user_id=user.id, created_at=now, last_seen_at=now,  # type: ignore[arg-type]
+        token_hash=digest(token), user_id=user.id, created_at=now, last_seen_at=now,  # type: ignore[arg-type]
         ip=ip[:64], user_agent=user_agent[:300],
     ))
     return token
 
 
 def sign_out(session: Session, token: str, principal: Principal | None) -> None:
-    session.execute(sa.delete(UserSession).where(UserSession.token_hash == _digest(token)))
+    session.execute(sa.delete(UserSession).where(UserSession.token_hash == digest(token)))
     if principal is not None:
         record_event(session, actor=principal.email, actor_id=principal.id, action=Action.SIGNED_OUT,
                      subject=f"user:{principal.id}")
@@ -148,25 +158,12 @@ def end_all_sessions(session: Session, user_id: int) -> None:
     session.execute(sa.delete(UserSession).where(UserSession.user_id == user_id))
 
 
-def revoke_all_tokens(session: Session, user_id: int, *, actor: str, actor_id: int | None, now: datetime) -> int:
-    """Revoke every live API token of `user_id` (audited, one event naming them); how many."""
-    live = list(session.scalars(sa.select(ApiToken).where(ApiToken.user_id == user_id,
-                                                           ApiToken.revoked_at.is_(None))))  # type: ignore[union-attr]
-    for token in live:
-        token.revoked_at = now
-    if live:
-        record_event(session, actor=actor, actor_id=actor_id, action=Action.TOKEN_REVOKED, subject=f"user:{user_id}",
-                     details={"tokens": [t.id for t in live], "prefixes": [t.prefix for t in live],
-                              "why": "the person was deactivated"})
-    return len(live)
-
-
 def principal_for_session(session: Session, settings: Settings, token: str, *, now: datetime) -> Principal | None:
     """The user behind a session cookie, or None when it is unknown, idle too long, too
     old, or its user was deactivated (the session is then deleted)."""
     row = session.execute(
         sa.select(UserSession, User).join(User, User.id == UserSession.user_id)
-        .where(UserSession.token_hash == _digest(token))
+        .where(UserSession.token_hash == digest(token))
     ).first()
     if row is None:
         return None
@@ -179,36 +176,3 @@ def principal_for_session(session: Session, settings: Settings, token: str, *, n
     if now - user_session.last_seen_at > TOUCH_EVERY:
         user_session.last_seen_at = now
     return principal_of(user)
-
-
-# API tokens ------------------------------------------------------------------------------
-
-def issue_token(session: Session, *, user: User, name: str, issued_by: Principal, now: datetime) -> tuple[ApiToken, str]:
-    """A new bearer token; the secret is returned once and never stored."""
-    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken(user_id=user.id, name=name, token_hash=_digest(secret), prefix=secret[:10],  # type: ignore[arg-type]
-                     created_at=now, created_by_id=issued_by.id)
-    session.add(token)
-    session.flush()
-    record_event(session, actor=issued_by.email, actor_id=issued_by.id, action=Action.TOKEN_ISSUED,
-                 subject=f"user:{user.id}", details={"token": token.id, "name": name, "prefix": token.prefix})
-    return token, secret
-
-
-def revoke_token(session: Session, token: ApiToken, *, revoked_by: Principal, now: datetime) -> None:
-    token.revoked_at = now
-    record_event(session, actor=revoked_by.email, actor_id=revoked_by.id, action=Action.TOKEN_REVOKED,
-                 subject=f"user:{token.user_id}", details={"token": token.id, "prefix": token.prefix})
-
-
-def principal_for_token(session: Session, secret: str, *, now: datetime) -> Principal | None:
-    row = session.execute(
-        sa.select(ApiToken, User).join(User, User.id == ApiToken.user_id)
-        .where(ApiToken.token_hash == _digest(secret), ApiToken.revoked_at.is_(None))  # type: ignore[union-attr]
-    ).first()
-    if row is None or not row[1].active:
-        return None
-    token, user = row
-    if token.last_used_at is None or now - token.last_used_at > TOUCH_EVERY:
-        token.last_used_at = now
-    return principal_of(user, via_token=True)

@@ -2,10 +2,12 @@
 
 Every route of the app is built with `guarded_route(path, endpoint, access=...)`. The
 guard resolves who is asking (a session cookie, or `Authorization: Bearer` for scripts),
-refuses the signed-out (303 to sign-in for pages, 401 for fragments and APIs) and the
-under-privileged (403), and on every state-changing request made with a cookie checks
-its origin and its CSRF token (webapp.web.csrf). Endpoints therefore never check roles themselves; object-level rules
-(an approver deciding on their own request) live in the services.
+refuses the signed-out (303 to sign-in for pages, 401 for fragments and APIs), the
+under-privileged and tokens without the scope a route needs (403), and on every
+state-changing request made with a cookie checks its origin and its CSRF token
+(webapp.web.csrf). Audit rows written while a token's request runs name the token
+(webapp.services.audit.acting_through). Endpoints therefore never check roles
+themselves; object-level rules (an approver deciding on their own request) live in the services.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from webapp.core.models import utcnow
-from webapp.services import identity
+from webapp.core.models import TokenScope, utcnow
+from webapp.services import identity, tokens
+from webapp.services.audit import acting_through
 from webapp.web.csrf import SESSION_COOKIE, check_origin, check_token, cookie_name
 from webapp.web.errors import error_response
 from webapp.web.rendering import is_htmx, wants_fragment, wants_json
@@ -40,9 +43,20 @@ class Access(StrEnum):
     admin = "admin"
 
 
+def required_scope(method: str, access: Access) -> TokenScope:
+    """The token scope a route needs: reading for safe methods; operating for admin changes;
+    deciding for the rest (submitting, approving, rejecting, cancelling requests)."""
+    if method in SAFE_METHODS:
+        return TokenScope.read
+    return TokenScope.operate if access is Access.admin else TokenScope.decide
+
+
 def guarded_route(
-    path: str, endpoint: Endpoint, *, access: Access, methods: Sequence[str] = ("GET",), name: str | None = None
+    path: str, endpoint: Endpoint, *, access: Access, methods: Sequence[str] = ("GET",), name: str | None = None,
+    browser_only: bool = False,
 ) -> Route:
+    """A route that only `access` and above may call; with a token, only when the token
+    carries the scope the method needs, and never when `browser_only` (managing tokens)."""
     async def guard(request: Request) -> Response:
         principal = await _authenticate(request)
         request.state.principal = principal
@@ -51,12 +65,21 @@ def guarded_route(
                 return _sign_in_required(request)
             if not principal.has_role(access.value):
                 raise HTTPException(403, "Your role does not allow this.")
-        if request.method not in SAFE_METHODS and not (principal and principal.via_token):
+        if principal is not None and principal.via_token:
+            if browser_only:
+                raise HTTPException(403, "This is done from a signed-in browser, not with an API token.")
+            scope = required_scope(request.method, access)
+            if not principal.has_scope(scope):
+                raise HTTPException(403, f"This API token lacks the {scope} scope.")
+            with acting_through(principal.token_id):
+                return await endpoint(request)
+        if request.method not in SAFE_METHODS:
             check_origin(request)
             await check_token(request)
         return await endpoint(request)
 
     guard.access = access  # type: ignore[attr-defined]
+    guard.browser_only = browser_only  # type: ignore[attr-defined]
     guard.__name__ = endpoint.__name__
     guard.__doc__ = endpoint.__doc__
     return Route(path, guard, methods=list(methods), name=name or endpoint.__name__)
@@ -87,11 +110,11 @@ async def _authenticate(request: Request) -> identity.Principal | None:
 
         def by_token() -> identity.Principal | None:
             with request.app.state.db.session() as session:
-                return identity.principal_for_token(session, secret, now=utcnow())
+                return tokens.principal_for_token(session, secret, now=utcnow())
 
         principal = await run_in_threadpool(by_token)
         if principal is None:
-            raise HTTPException(401, "The API token is unknown or revoked.", {"WWW-Authenticate": "Bearer"})
+            raise HTTPException(401, "The API token is unknown, expired or revoked.", {"WWW-Authenticate": "Bearer"})
         return principal
 
     token = request.cookies.get(session_cookie(request))

@@ -54,6 +54,7 @@ from webapp.services.access import (
     prepare_submission,
     request_id_for_workflow,
 )
+from webapp.services.audit import acting_through
 from webapp.services.identity import Principal
 from webapp.services.notifications import Message
 from webapp.workflows.control import fork_label
@@ -82,12 +83,14 @@ def request_workflow_id(requester_id: int, form_key: str) -> str:
 
 @datasource.transaction()
 def record_request(submission: Submission) -> RequestFacts | Refused:
-    return changes.record_request(datasource.session(), submission, workflow_id=DBOS.workflow_id or "")
+    with acting_through(submission.get("token_id")):
+        return changes.record_request(datasource.session(), submission, workflow_id=DBOS.workflow_id or "")
 
 
 @datasource.transaction()
 def apply_decision(request_id: int, message: DecisionMessage) -> DecisionOutcome:
-    return changes.apply_decision(datasource.session(), request_id, message)
+    with acting_through(message.get("token_id")):
+        return changes.apply_decision(datasource.session(), request_id, message)
 
 
 @datasource.transaction()
@@ -106,9 +109,11 @@ def create_grant(request_id: int) -> GrantFacts:
 
 
 @datasource.transaction()
-def end_grant(grant_id: int, reason: str, actor_id: int | None = None, note: str = "") -> bool:
-    return changes.end_grant(datasource.session(), grant_id, reason, workflow_id=DBOS.workflow_id,
-                             actor_id=actor_id, note=note)
+def end_grant(grant_id: int, reason: str, actor_id: int | None = None, note: str = "",
+              token_id: int | None = None) -> bool:
+    with acting_through(token_id):
+        return changes.end_grant(datasource.session(), grant_id, reason, workflow_id=DBOS.workflow_id,
+                                 actor_id=actor_id, note=note)
 
 
 @datasource.transaction()
@@ -220,9 +225,9 @@ def _hold_grant(facts: RequestFacts) -> None:
 
 @DBOS.workflow()
 def revoke_grant_workflow(grant_id: int, actor_id: int, note: str, access_workflow_id: str | None,
-                          facts: MessageFacts) -> bool:
+                          facts: MessageFacts, token_id: int | None = None) -> bool:
     """An early revoke: end the grant, tell the holder, and wake the access workflow."""
-    revoked = end_grant(grant_id, "revoked early", actor_id, note)
+    revoked = end_grant(grant_id, "revoked early", actor_id, note, token_id)
     if revoked:
         _tell_requester(facts, "grant.revoked", f"Your access to {facts['resource']} was revoked",
                         f"An administrator revoked your access to {facts['resource']}."
@@ -279,7 +284,8 @@ async def decide(database: Database, principal: Principal, request_id: int, kind
     AccessError: 404 (not visible), 403 (not theirs to decide or cancel), 409 (no longer
     pending, or the workflow ignored it, saying why); NotAnsweredYet past ANSWER_SECONDS."""
     workflow_id = await database.in_session(lambda s: check_decision(s, principal, request_id, kind))
-    message = DecisionMessage(id=uuid.uuid4().hex, kind=kind, actor_id=principal.id, comment=comment)
+    message = DecisionMessage(id=uuid.uuid4().hex, kind=kind, actor_id=principal.id, comment=comment,
+                              token_id=principal.token_id)
     await DBOS.send_async(workflow_id, message, DECISION_TOPIC, idempotency_key=message["id"])
     result: DecisionOutcome | None = await DBOS.get_event_async(
         workflow_id, message_event(message["id"]), timeout_seconds=ANSWER_SECONDS)
@@ -298,6 +304,6 @@ async def revoke(database: Database, principal: Principal, grant_id: int, note: 
     if sleeper and not await is_known(sleeper):
         sleeper = None  # imported history (the demo seed) has no workflow to wake
     handle = await start_workflow(f"revoke-grant-{grant_id}", revoke_grant_workflow, grant_id, principal.id, note,
-                                  sleeper, target["facts"])
+                                  sleeper, target["facts"], principal.token_id)
     await in_thread(handle.get_result)
     return target["facts"]["request_id"]

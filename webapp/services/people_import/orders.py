@@ -42,6 +42,7 @@ class NewJob(TypedDict):
     actor: str
     actor_id: int | None
     options: ImportOptions
+    token_id: NotRequired[int | None]  # the API token it was ordered with, for the audit
 
 
 class NewRun(TypedDict):
@@ -54,6 +55,7 @@ class NewRun(TypedDict):
     actor: str
     actor_id: int | None
     options: ImportOptions
+    token_id: NotRequired[int | None]  # the API token it was ordered with, for the audit
 
 
 ImportOrder = NewJob | NewRun

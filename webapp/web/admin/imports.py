@@ -122,7 +122,7 @@ async def start_import(request: Request) -> Response:
         return await _imports_response(request, status_code=refused.status_code, values=values,
                                        errors={refused.field: str(refused)} if refused.field else None,
                                        error=None if refused.field else str(refused))
-    order = NewJob(spec=spec, actor=principal.email, actor_id=principal.id,
+    order = NewJob(spec=spec, actor=principal.email, actor_id=principal.id, token_id=principal.token_id,
                    options=imports_workflow.import_options(settings))
     return await _run_and_answer(request, imports_workflow.start_workflow_id(form.form_key), order)
 
@@ -243,6 +243,7 @@ async def _new_run(request: Request, mode: Literal["resume", "retry"], chunk: in
     job_id = _job_id(request)
     run = await in_session(request, lambda s: jobs.check_new_run(s, job_id, mode=mode, chunk=chunk))
     order = NewRun(job_id=job_id, run=run, mode=mode, chunk=chunk, actor=principal.email, actor_id=principal.id,
+                   token_id=principal.token_id,
                    options=imports_workflow.import_options(request.app.state.settings))
     return await _run_and_answer(request, imports_workflow.run_workflow_id(job_id, run, uuid.uuid4().hex[:12]), order)
 

@@ -1,6 +1,6 @@
 """Admin pages for people: find and add them, change their role, (de)activate them, and
-issue or revoke their API tokens. The rules (the last admin stays) live in
-webapp.services.accounts and webapp.services.identity."""
+revoke their API tokens (and issue those of service accounts). The rules (the last admin
+stays; tokens are personal) live in webapp.services.accounts and webapp.services.tokens."""
 
 from __future__ import annotations
 
@@ -9,20 +9,20 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import Field, StringConstraints, field_validator
 from sqlalchemy.orm import Session
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from webapp.core.forms import FormInvalid, FormModel, parse_form, parse_query
-from webapp.core.models import ApiToken, Role, User, utcnow
+from webapp.core.models import ApiToken, Role, User
 from webapp.core.passwords import MIN_PASSWORD_LENGTH
-from webapp.services import accounts, identity
+from webapp.services import accounts, tokens
 from webapp.services.identity import Principal
 from webapp.web.database import in_session, row_or_404
 from webapp.web.flash import redirect_with
 from webapp.web.parsing import path_id
 from webapp.web.rendering import render
 from webapp.web.security import Access, current_principal, guarded_route
+from webapp.web.tokens import IssueRefused, issue_from_form, revoke_one, token_context
 
 PAGE_SIZE = 50
 F = TypeVar("F", bound=FormModel)
@@ -35,6 +35,7 @@ class NewUserForm(FormModel):
     department: Text = ""
     title: Text = ""
     role: Role = Role.member
+    service: bool = False
     password: Annotated[str, StringConstraints(max_length=1024, strip_whitespace=False)] = ""
 
     @field_validator("password")
@@ -56,10 +57,6 @@ class RoleForm(FormModel):
 
 class ActiveForm(FormModel):
     active: bool
-
-
-class TokenForm(FormModel):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
 
 
 # People ------------------------------------------------------------------------------------
@@ -92,7 +89,8 @@ async def create_user(request: Request) -> Response:
 
     def create(session: Session) -> None:
         accounts.create_user(session, email=form.email, name=form.name, password=form.password or None,
-                             role=form.role, department=form.department, title=form.title, actor=principal.email)
+                             role=form.role, department=form.department, title=form.title, actor=principal.email,
+                             service=form.service)
 
     try:
         await in_session(request, create)
@@ -108,17 +106,16 @@ async def user_page(request: Request) -> Response:
 
 
 async def _user_response(request: Request, *, new_secret: str | None = None, status_code: int = 200,
-                         error: str | None = None, errors: dict[str, str] | None = None) -> Response:
+                         error: str | None = None, errors: dict[str, str] | None = None,
+                         values: dict[str, Any] | None = None) -> Response:
     user_id = path_id(request, "user_id")
 
     def load(session: Session) -> tuple[User, list[ApiToken]]:
-        user = row_or_404(session, User, user_id)
-        tokens = session.query(ApiToken).filter(ApiToken.user_id == user_id).order_by(ApiToken.id.desc()).all()  # type: ignore[union-attr]
-        return user, tokens
+        return row_or_404(session, User, user_id), tokens.tokens_of(session, user_id)
 
-    user, tokens = await in_session(request, load)
-    context = {"user": user, "tokens": tokens, "roles": list(Role), "new_secret": new_secret,
-               "error": error, "errors": errors or {}, "values": {}}
+    user, listed = await in_session(request, load)
+    context = {**token_context(request, user, listed), "user": user, "roles": list(Role), "new_secret": new_secret,
+               "error": error, "errors": errors or {}, "values": values or {}}
     return render(request, "admin_user.html", context, block="user_detail", status_code=status_code)
 
 
@@ -158,41 +155,24 @@ async def set_active(request: Request) -> Response:
 
 
 async def issue_token(request: Request) -> Response:
-    """A new API token for this person; the secret is on this response only."""
-    principal = current_principal(request)
+    """A new API token for this service account (people issue their own at /account/tokens);
+    the secret is on this response only."""
     user_id = path_id(request, "user_id")
     try:
-        form = parse_form(TokenForm, await request.form())
-    except FormInvalid as invalid:
-        return await _user_response(request, status_code=422, errors=invalid.errors)
-
-    def issue(session: Session) -> str:
-        user = row_or_404(session, User, user_id)
-        if not user.active:
-            raise HTTPException(409, "Activate this person before issuing a token.")
-        _token, secret = identity.issue_token(session, user=user, name=form.name, issued_by=principal, now=utcnow())
-        return secret
-
-    secret = await in_session(request, issue)
+        secret = await issue_from_form(request, user_id)
+    except IssueRefused as refused:
+        return await _user_response(request, status_code=refused.status_code, error=refused.error,
+                                    errors=refused.errors, values=refused.values)
     response = await _user_response(request, new_secret=secret, status_code=201)
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
 async def revoke_token(request: Request) -> Response:
-    principal = current_principal(request)
+    """Revoke any person's token (theirs to issue, any admin's to revoke)."""
     user_id = path_id(request, "user_id")
-    token_id = path_id(request, "token_id")
-
-    def revoke(session: Session) -> None:
-        token = row_or_404(session, ApiToken, token_id)
-        if token.user_id != user_id:
-            raise HTTPException(404, f"No api token with id {token_id}.")
-        if token.revoked_at is None:
-            identity.revoke_token(session, token, revoked_by=principal, now=utcnow())
-
-    await in_session(request, revoke)
-    return RedirectResponse(f"/admin/users/{user_id}", status_code=303)
+    await revoke_one(request, user_id, path_id(request, "token_id", "token"))
+    return redirect_with(request, f"/admin/users/{user_id}", "Token revoked.")
 
 
 routes = [
@@ -201,7 +181,8 @@ routes = [
     guarded_route("/admin/users/{user_id:int}", user_page, access=Access.admin),
     guarded_route("/admin/users/{user_id:int}/role", change_role, access=Access.admin, methods=["POST"]),
     guarded_route("/admin/users/{user_id:int}/active", set_active, access=Access.admin, methods=["POST"]),
-    guarded_route("/admin/users/{user_id:int}/tokens", issue_token, access=Access.admin, methods=["POST"]),
+    guarded_route("/admin/users/{user_id:int}/tokens", issue_token, access=Access.admin, methods=["POST"],
+                  browser_only=True),
     guarded_route("/admin/users/{user_id:int}/tokens/{token_id:int}/revoke", revoke_token, access=Access.admin,
-                  methods=["POST"]),
+                  methods=["POST"], browser_only=True),
 ]

@@ -48,8 +48,11 @@ ID_PARAMETER = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
 DESCRIPTION = """\
 Every URL below also serves the browser; send `Accept: application/json` to get JSON.
 
-Scripts authenticate with `Authorization: Bearer <token>`: an admin issues API tokens on a
-person's page (/admin/users/{id}), and a token acts with that person's role. A browser
+Scripts authenticate with `Authorization: Bearer <token>`. Tokens are personal: each person
+issues their own at /account/tokens (admins issue those of service accounts), each expires,
+and each carries scopes: `read` (every GET), `decide` (submitting, approving, rejecting and
+cancelling requests) and `operate` (admin and ops changes). A token acts as its person, with
+their role, within its scopes; audit rows written with it name it (`token_id`). A browser
 session cookie works as well, but then every POST must carry the CSRF token (the
 `X-CSRF-Token` header); token requests need none.
 
@@ -191,6 +194,8 @@ class AuditEvent(Shape):
     action: str
     subject: str
     details: dict[str, Any]
+    request_id: int | None = Field(description="The access request the event concerns, if any.")
+    token_id: int | None = Field(description="The API token the change was made with, if any.")
 
 
 class AuditLog(Shape):
@@ -555,11 +560,11 @@ class ApiSchemaGenerator(BaseSchemaGenerator):
         if method == "POST":
             answers[400] = Answer("The form could not be read.")
         if access is not Access.public:
-            answers[401] = Answer("Not signed in, or the token is unknown or revoked.",
+            answers[401] = Answer("Not signed in, or the token is unknown, expired or revoked.",
                                   headers={"WWW-Authenticate": "How to authenticate."})
         if access not in (Access.public, Access.member) or method == "POST":
-            answers[403] = Answer("The caller's role does not allow this, or (cookie sessions) the CSRF token "
-                                  "is missing; or a rule about this object refuses it.")
+            answers[403] = Answer("The caller's role (or the token's scopes) does not allow this, or (cookie "
+                                  "sessions) the CSRF token is missing; or a rule about this object refuses it.")
         if op.path:
             answers[404] = Answer("No such object.")
         if op.form is not None:
@@ -592,7 +597,7 @@ class ApiSchemaGenerator(BaseSchemaGenerator):
                 "schemas": _strip_titles(definitions.get("$defs", {})),
                 "securitySchemes": {
                     "bearerAuth": {"type": "http", "scheme": "bearer",
-                                   "description": "An API token, issued by an admin on the person's page."},
+                                   "description": "A personal API token, issued at /account/tokens."},
                     "cookieAuth": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE,
                                    "description": "A browser session (POSTs also need the CSRF token)."},
                 },
