@@ -1,4 +1,5 @@
-"""`webapp serve`: run the web app and its workflows in this process.
+"""`webapp serve`: run the web app and its workflows in this process (or, with WORKERS > 1,
+in that many worker processes: webapp/cli/supervisor.py).
 
 On SQLite one process serves a database: DBOS's queues, schedules and recovery assume
 that several processes share PostgreSQL. A second `webapp serve` on the same SQLite file
@@ -11,6 +12,7 @@ import argparse
 import fcntl
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import IO
@@ -46,21 +48,38 @@ def hold_sqlite(database_url: str) -> IO[str] | None:
     return lock
 
 
+def sqlite_refusal(settings: Settings) -> str | None:
+    """Why these settings cannot run several workers, or None."""
+    if settings.workers > 1 and (settings.database_url.startswith("sqlite")
+                                 or settings.system_database_url.startswith("sqlite")):
+        return (f"WORKERS={settings.workers} needs PostgreSQL (DATABASE_URL): SQLite takes one process. "
+                "Set WORKERS=1, or move to PostgreSQL.")
+    return None
+
+
 def serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from webapp.app import create_app
 
+    refusal = sqlite_refusal(settings)
+    if refusal:
+        print(f"gatehouse: {refusal}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.resolved_log_format)
+    if settings.workers > 1 and args.worker is None:
+        from webapp.cli.supervisor import supervise
+
+        return supervise(settings, args)
     try:
         lock = hold_sqlite(settings.database_url)
     except AlreadyServed as served:
         print(f"gatehouse: {served}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, settings.resolved_log_format)
     app = create_app(settings)
     app.state.serving_pid = os.getpid()  # POST /ops/shutdown may stop this process: uvicorn handles its SIGTERM
     app.state.serving_lock = lock  # held as long as the process serves
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=args.host or settings.host,
         port=args.port or settings.port,
@@ -70,6 +89,9 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         forwarded_allow_ips=settings.forwarded_allow_ips or None,
         timeout_graceful_shutdown=15,
     )
+    # A worker of `serve` with WORKERS > 1 listens on the socket its supervisor bound.
+    sockets = [socket.socket(fileno=args.fd)] if args.fd is not None else None
+    uvicorn.Server(config).run(sockets=sockets)
     # Workflows waiting in DBOS.recv (a grant's end, a pending decision) sit in executor
     # threads that DBOS.destroy() does not wake; the interpreter would wait for them at exit.
     # Their state is durable and this executor recovers them at its next start, so leave now.
@@ -82,4 +104,7 @@ def add_command(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     command.add_argument("--host")
     command.add_argument("--port", type=int)
     command.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    # Set by the supervisor for its workers (WORKERS > 1), not by people.
+    command.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    command.add_argument("--fd", type=int, help=argparse.SUPPRESS)
     command.set_defaults(run=serve)
