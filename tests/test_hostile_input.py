@@ -45,6 +45,7 @@ FORMS: dict[tuple[str, str], list[str] | None] = {
     ("POST", "/admin/import/{job_id:int}/resume"): [],
     ("POST", "/admin/import/{job_id:int}/retry"): ["chunk"],
     ("POST", "/ops/workflows/{workflow_id:path}/cancel"): ["reason"],
+    ("POST", "/ops/executors/{executor_id:path}/adopt"): [],
     ("POST", "/ops/workflows/{workflow_id:path}/resume"): ["reason"],
     ("POST", "/ops/workflows/{workflow_id:path}/fork"): ["reason", "step"],
     # A batch that starts goes on writing after the response, which the before/after snapshot
@@ -132,7 +133,7 @@ def admin_client(client: TestClient, people, database: Database) -> tuple[TestCl
         ids = {"user_id": people["member"].id, "token_id": token.id, "resource_id": resource.id,
                "request_id": request.id, "grant_id": grant.id, "job_id": job.id,
                "workflow_id": "fuzz-request",  # not a DBOS workflow: forms are parsed, then a 404
-               "schedule": "sweep", "count": 100_000}
+               "schedule": "sweep", "executor_id": "gone-executor", "count": 100_000}
     sign_in(client, "admin@example.com")
     return client, ids  # type: ignore[return-value]
 

@@ -61,6 +61,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("POST", "/ops/schedules/{schedule}/resume"): Access.admin,
     ("POST", "/ops/schedules/{schedule}/trigger"): Access.admin,
     ("GET", "/ops/executors"): Access.admin,
+    ("POST", "/ops/executors/{executor_id:path}/adopt"): Access.admin,
     ("GET", "/ops/workflows/{workflow_id:path}"): Access.admin,  # no such workflow here: a 404 for admins
     ("POST", "/ops/workflows/{workflow_id:path}/cancel"): Access.admin,
     ("POST", "/ops/workflows/{workflow_id:path}/resume"): Access.admin,
@@ -132,7 +133,7 @@ def sample_ids(people, database: Database) -> dict[str, int]:  # type: ignore[no
         session.flush()
         return {"user_id": people["member"].id, "token_id": token.id, "resource_id": resource.id,  # type: ignore[dict-item]
                 "request_id": request.id, "grant_id": grant.id, "job_id": job.id,
-                "workflow_id": "matrix-request", "schedule": "sweep", "batch_id": "batch-000000000000", "count": 1}  # type: ignore[dict-item]
+                "workflow_id": "matrix-request", "schedule": "sweep", "executor_id": "gone-executor", "batch_id": "batch-000000000000", "count": 1}  # type: ignore[dict-item]
 
 
 @pytest.mark.parametrize("role", [None, "member", "approver", "admin"])

@@ -11,7 +11,7 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET_PLACEHOLDER = "dev-insecure-secret-key-change-me"
@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     # Each process rewrites its executor_heartbeat row this often; the ops console calls an
     # executor gone after three intervals without one.
     heartbeat_interval_seconds: float = Field(default=10.0, gt=0)
+    # An executor whose heartbeat is older than this is dead: a live process adopts its
+    # pending workflows (webapp/workflows/takeover.py). At least three heartbeats.
+    executor_lease_seconds: float = Field(default=60.0, gt=0)
     # /readyz checks both databases at once, each for at most this long.
     ready_timeout_seconds: float = Field(default=2.0, gt=0)
     # The live feed's poll (SQLite; on PostgreSQL NOTIFY wakes it and this is a fallback).
@@ -150,6 +153,15 @@ class Settings(BaseSettings):
         if value and value.startswith("postgres://"):
             return "postgresql://" + value.removeprefix("postgres://")
         return value
+
+    @model_validator(mode="after")
+    def _lease_outlasts_heartbeats(self) -> Settings:
+        """A lease shorter than three heartbeats would adopt the work of executors that are
+        only a beat late."""
+        if self.executor_lease_seconds < 3 * self.heartbeat_interval_seconds:
+            raise ValueError(f"EXECUTOR_LEASE_SECONDS ({self.executor_lease_seconds:g}) must be at least three "
+                             f"HEARTBEAT_INTERVAL_SECONDS ({self.heartbeat_interval_seconds:g} each)")
+        return self
 
     @property
     def is_production(self) -> bool:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pydantic import ValidationError
+
 from webapp.cli import imports, migrate, seed, serve, users
 from webapp.config import ConfigError, Settings
 
@@ -32,4 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(settings, args))
     except ConfigError as exc:
         print(f"gatehouse: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:  # a setting of the wrong shape: name it, no traceback
+        for error in exc.errors():
+            where = "_".join(str(part) for part in error["loc"]).upper() or "settings"
+            print(f"gatehouse: configuration error: {where}: {error['msg'].removeprefix('Value error, ')}",
+                  file=sys.stderr)
         return 2

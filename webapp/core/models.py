@@ -307,6 +307,10 @@ class ExecutorHeartbeat(SQLModel, table=True):
     pid: int
     started_at: datetime = _timestamp()
     last_seen: datetime = _timestamp()
+    # Takeover: the live executor that last adopted this one's workflows, when, and how many in all.
+    adopted_by: str | None = Field(default=None, max_length=200)
+    adopted_at: datetime | None = _timestamp(nullable=True)
+    adopted_count: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 # Bulk import -------------------------------------------------------------------------------

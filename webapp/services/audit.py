@@ -92,6 +92,7 @@ class Action(StrEnum):
     SCHEDULE_TRIGGERED = "schedule.triggered"
     BATCH_STARTED = "ops.batch_started"
     SHUTDOWN = "ops.shutdown"
+    EXECUTOR_ADOPTED = "executor.adopted"  # a dead executor's workflows handed to the live ones
 
 
 def request_of(session: Session, subject: str) -> int | None:

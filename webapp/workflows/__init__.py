@@ -14,6 +14,7 @@ every start); `stop` lets running work finish within a grace period.
     control        operator actions on workflows and schedules (cancel, resume, fork, ...)
     inspect        what DBOS runs, read for the operations console
     heartbeat      each process's heartbeat row
+    takeover       adopting the workflows of executors that died for good
     runtime        DBOS's lifecycle, and the only use of its private API
 """
 
@@ -27,7 +28,7 @@ from dbos import DBOS
 
 from webapp.config import Settings
 from webapp.core.db import Database
-from webapp.workflows import access, batches, imports, notifications, runtime, sweep
+from webapp.workflows import access, batches, imports, notifications, runtime, sweep, takeover
 from webapp.workflows.datasource import datasource
 
 __all__ = ["QueueSpec", "queue_specs", "register", "schedule_specs", "start", "stop"]
@@ -56,6 +57,7 @@ def queue_specs(settings: Settings) -> list[QueueSpec]:
         QueueSpec(notifications.OUTBOX.queue_name, settings.outbox_concurrency),
         _limited(batches.QUEUE, settings.batch_concurrency, settings.batch_rate_limit, settings.batch_rate_period),
         _limited(imports.QUEUE, settings.import_concurrency, settings.import_rate_limit, settings.import_rate_period),
+        QueueSpec(takeover.QUEUE, None),  # adopted workflows that had no queue of their own
     ]
 
 

@@ -152,3 +152,22 @@ async def start_workflow(workflow_id: str, workflow: Callable[..., Any], *args: 
     a worker thread and run on DBOS's executor threads. Returns the (sync) handle.
     """
     return await in_thread(_start_in_thread, workflow_id, workflow, args)
+
+
+def reenqueue_pending(executor_id: str, queue_name: str) -> list[str]:
+    """Hand `executor_id`'s PENDING workflows (of this application version) to the queues:
+    each goes back to its own queue, or to `queue_name` when it had none, for one live
+    process to dequeue. Idempotent and race-free: DBOS re-enqueues a workflow only while it
+    is still PENDING under `executor_id`, so when several processes call this at once each
+    workflow is handed over once. Returns the ids this call handed over. (DBOS's own
+    `_recover_pending_workflows` does the same without saying which it moved.)"""
+    from dbos._shard_keys import bind_shard_keys
+    from dbos._utils import GlobalParams
+
+    system = _instance()._sys_db
+    moved = []
+    for pending in system.get_pending_workflows(executor_id, GlobalParams.app_version):
+        with bind_shard_keys({pending.workflow_id: pending.shard_key}):
+            if system.reenqueue_for_recovery(pending.workflow_id, [executor_id], queue_name):
+                moved.append(pending.workflow_id)
+    return moved

@@ -261,6 +261,14 @@ class Executor(Shape):
     last_seen_ago: str | None
     running: int
     this_process: bool
+    adopted_by: str | None = Field(description="The executor that last adopted this one's pending workflows.")
+    adopted_at: datetime | None
+    adopted_count: int = Field(description="How many of its workflows were adopted, in all.")
+
+
+class ExecutorAdopted(Shape):
+    executor_id: str
+    adopted: list[str] = Field(description="The workflows this call handed to the live executors.")
 
 
 class Executors(Shape):
@@ -447,6 +455,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                                    ("trigger", "A run started: `workflow_id`.", None))},
     ("GET", "/ops/executors"): Operation("runtime", {200: Answer("The processes on this database.", Executors)},
                                          query=ExecutorQuery),
+    ("POST", "/ops/executors/{executor_id}/adopt"): Operation("runtime", {
+        200: Answer("Its pending workflows were handed to the live executors (one runs each).", ExecutorAdopted),
+        409: Answer("The executor is alive, or is this process's own."),
+    }, path={"executor_id": {"type": "string", "minLength": 1, "maxLength": 200}}),
     ("GET", "/ops/batches"): Operation("batches", {200: Answer("The latest batches.", Batches)}),
     ("GET", "/ops/batches/{batch_id}"): Operation("batches", {200: Answer("Where the batch stands.", BatchProgress)},
                                                   path={"batch_id": {"type": "string", "minLength": 1}},

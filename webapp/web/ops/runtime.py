@@ -4,7 +4,8 @@ Everything shown comes from DBOS's own API (queue rows, schedule rows, workflow 
 the page says what DBOS will do, not what the app meant to configure. Executors are the
 exception: DBOS keeps no table of them, so they come from the heartbeat table
 (webapp.services.executors), with their running workflows counted from DBOS
-(webapp.workflows.inspect).
+(webapp.workflows.inspect), who adopted a dead one's workflows, and an "adopt now" for
+operators (webapp.workflows.takeover).
 """
 
 from __future__ import annotations
@@ -24,14 +25,16 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from webapp.core.background import in_thread
 from webapp.core.durations import time_left
 from webapp.core.forms import FormModel, parse_query
 from webapp.core.models import utcnow
 from webapp.services.executors import is_gone, list_executors
 from webapp.web.database import in_session
+from webapp.web.flash import redirect_with
 from webapp.web.rendering import DataJSONResponse, render, wants_fragment, wants_json
 from webapp.web.security import Access, current_principal, guarded_route
-from webapp.workflows import control, inspect
+from webapp.workflows import control, inspect, takeover
 
 # Counts come from listing workflows (DBOS has no count API); past this many they are a floor.
 SCAN_LIMIT = 10_000
@@ -185,6 +188,14 @@ class ExecutorRow:
     last_seen_ago: str | None = None
     running: int = 0
     this_process: bool = False
+    adopted_by: str | None = None
+    adopted_at: datetime | None = None
+    adopted_count: int = 0
+
+    @property
+    def adoptable(self) -> bool:
+        """An operator may adopt its workflows now: it is not alive and has some."""
+        return self.state != "alive" and self.running > 0 and not self.this_process
 
 
 async def executors_page(request: Request) -> Response:
@@ -198,7 +209,8 @@ async def executors_page(request: Request) -> Response:
     rows = [ExecutorRow(b.executor_id, "gone" if is_gone(b.last_seen, now, settings.heartbeat_interval_seconds)
                         else "alive", b.app_version, b.hostname, b.pid, b.started_at, b.last_seen,
                         _ago(b.last_seen, now), running.pop(b.executor_id, 0),
-                        b.executor_id == settings.executor_id and b.pid == os.getpid())
+                        b.executor_id == settings.executor_id and b.pid == os.getpid(),
+                        b.adopted_by, b.adopted_at, b.adopted_count or 0)
             for b in beats]
     rows += [ExecutorRow(executor, "unknown", running=count) for executor, count in sorted(running.items())]
     rows = [r for r in rows if query.state in (None, r.state)]
@@ -206,8 +218,31 @@ async def executors_page(request: Request) -> Response:
         return DataJSONResponse({"executors": rows, "counts_capped": capped})
     return render(request, "ops_executors.html", {"rows": rows, "query": query, "capped": capped,
                                                   "scan_limit": SCAN_LIMIT,
-                                                  "interval": settings.heartbeat_interval_seconds},
+                                                  "interval": settings.heartbeat_interval_seconds,
+                                                  "lease": settings.executor_lease_seconds},
                   block="executors_table")
+
+
+async def adopt_executor(request: Request) -> Response:
+    """Adopt an executor's pending workflows now, without waiting for its lease to run out
+    (it must not be alive: stop it first). Audited; one live process runs each workflow."""
+    principal = current_principal(request)
+    settings = request.app.state.settings
+    dead = request.path_params["executor_id"]
+    if not 0 < len(dead) <= 200:
+        raise HTTPException(404, "There is no executor by that name.")
+    if dead == settings.executor_id:
+        raise HTTPException(409, "This is this process's own executor.")
+    beats = {b.executor_id: b for b in await in_session(request, list_executors)}
+    if dead in beats and not is_gone(beats[dead].last_seen, utcnow(), settings.heartbeat_interval_seconds):
+        raise HTTPException(409, f"Executor {dead} is alive (it beat {_ago(beats[dead].last_seen, utcnow())} ago). "
+                                 "Stop its process first, or let its lease run out.")
+    adoption = await in_thread(takeover.adopt, request.app.state.db, dead, by=settings.executor_id,
+                               actor=principal.email, actor_id=principal.id, reason="adopted by an operator")
+    message = f"Adopted {len(adoption.workflow_ids)} workflows of {dead}."
+    if wants_json(request):
+        return JSONResponse({"executor_id": dead, "adopted": adoption.workflow_ids})
+    return redirect_with(request, "/ops/executors", message)
 
 
 routes = [
@@ -216,4 +251,5 @@ routes = [
     *(guarded_route(f"/ops/schedules/{{schedule}}/{verb}", _schedule_action(verb), access=Access.admin,
                     methods=("POST",)) for verb in control.SCHEDULE_ACTIONS),
     guarded_route("/ops/executors", executors_page, access=Access.admin),
+    guarded_route("/ops/executors/{executor_id:path}/adopt", adopt_executor, access=Access.admin, methods=["POST"]),
 ]
