@@ -1,10 +1,11 @@
 """Reading a package's imports with `ast`, and the rules of Gatehouse's layers.
 
-    core  <  services  <  live, workflows  <  web  <  app.py, cli/
+    core  <  services, agents  <  live, workflows  <  web  <  app.py, cli/
     (config.py is below everything: anything may read the settings)
 
-A module may import its own layer and the layers below it; `live` and `workflows` are
-siblings and import neither each other nor anything above. Starlette and Jinja belong to
+A module may import its own layer and the layers below it; siblings (`services` and
+`agents`: rules and connections to target systems; `live` and `workflows`) import neither
+each other nor anything above. A package outside this list is itself a broken rule. Starlette and Jinja belong to
 `web/` (and `app.py`), DBOS to `workflows/`, DBOS's private modules to
 `workflows/runtime.py` alone; the package's root holds entry points and settings only.
 Every import counts, also those inside functions.
@@ -17,8 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-LAYERS = {"config": 0, "core": 0, "services": 1, "live": 2, "workflows": 2, "web": 3, "app": 4, "cli": 4,
-          "__main__": 5}
+LAYERS = {"config": 0, "core": 0, "services": 1, "agents": 1, "live": 2, "workflows": 2, "web": 3, "app": 4,
+          "cli": 4, "__main__": 5}
+SIBLINGS = ({"live", "workflows"}, {"services", "agents"})
 ROOT_MODULES = {"__init__", "__main__", "app", "config"}
 WEB_ONLY = ("starlette", "jinja2", "jinja2_fragments", "sse_starlette")
 WORKFLOWS_ONLY = ("dbos",)
@@ -81,6 +83,8 @@ def violations(root: Path, package: str) -> list[str]:
         parts = module.split(".")
         if len(parts) == 2 and parts[1] not in ROOT_MODULES and f"{module}" not in _packages(root, package):
             found.append(f"{module}: a module at the root of {package}/ (only entry points and settings belong there)")
+        elif len(parts) >= 2 and parts[1] not in LAYERS and parts[1] not in ROOT_MODULES:
+            found.append(f"{module}: {parts[1]}/ is not a layer (add it to the layers, or move the module)")
     graph: dict[str, set[str]] = {module: set() for module in known}
     for imp in imports(root, package):
         where = f"{imp.importer} line {imp.line}"
@@ -97,7 +101,7 @@ def violations(root: Path, package: str) -> list[str]:
             continue
         graph[imp.importer].add(target)
         upward = LAYERS.get(layer_of(target, package), 0) > LAYERS.get(layer, 0)
-        siblings = {layer, layer_of(target, package)} == {"live", "workflows"}
+        siblings = {layer, layer_of(target, package)} in SIBLINGS
         if (upward or siblings) and target != package:
             found.append(f"{where}: {layer}/ imports {target} ({layer_of(target, package)}/ is not below it)")
     found += [f"import cycle: {' -> '.join(cycle)}" for cycle in cycles(graph)]

@@ -91,6 +91,7 @@ class ReceivedPost:
     path: str
     headers: dict[str, str]
     body: Any
+    raw: bytes = b""  # the body as sent, for checking a signature over it
 
 
 class HttpReceiver:
@@ -113,7 +114,7 @@ class HttpReceiver:
         return f"http://{host!s}:{port}/hooks/slack"
 
     def _record(self, path: str, headers: dict[str, str], raw: bytes) -> int:
-        post = ReceivedPost(path, headers, json.loads(raw))
+        post = ReceivedPost(path, headers, json.loads(raw), raw)
         with self._lock:
             self.attempts.append(post)
             if len(self.attempts) <= self.fail_first:

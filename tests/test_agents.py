@@ -1,0 +1,218 @@
+"""The agents against the real systems (issue 13): PostgreSQL roles on the local server, an
+OpenLDAP slapd started here, a SCIM server on loopback. Each operation is idempotent, and
+each failure says whether trying again can help."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from support.receivers import HttpReceiver, free_port
+from support.scim_server import ScimServer
+from support.slapd import GROUPS, Slapd, available
+from webapp.agents.base import Change, Person, Refused, Unreachable
+from webapp.agents.ldap import LdapAgent
+from webapp.agents.postgres import PostgresAgent
+from webapp.agents.scim import ScimAgent
+from webapp.agents.webhook import WebhookAgent, verify
+
+PG_SERVER = {"host": "127.0.0.1", "port": 5432, "dbname": "postgres", "user": "postgres"}
+JAMAL = Person("jamal.carter@example.test", "Jamal Carter")
+
+
+def pg_server_up() -> bool:
+    try:
+        psycopg.connect(**PG_SERVER, connect_timeout=2).close()  # type: ignore[arg-type]
+        return True
+    except psycopg.OperationalError:
+        return False
+
+
+@pytest.fixture
+def pg_roles() -> Iterator[dict[str, str]]:
+    """A group role and a login role for Jamal, made for this test on the local server."""
+    if not pg_server_up():
+        pytest.skip("needs the local PostgreSQL server (127.0.0.1:5432)")
+    tag = uuid.uuid4().hex[:8]
+    names = {"group": f"gh_reporting_{tag}", "login": "jamal.carter"}
+    with psycopg.connect(**PG_SERVER, autocommit=True) as conn:  # type: ignore[arg-type]
+        conn.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(names["group"])))
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (names["login"],)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(names["login"])))
+    try:
+        yield names
+    finally:
+        with psycopg.connect(**PG_SERVER, autocommit=True) as conn:  # type: ignore[arg-type]
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(names["group"])))
+
+
+def members_of(role: str) -> set[str]:
+    with psycopg.connect(**PG_SERVER) as conn:  # type: ignore[arg-type]
+        rows = conn.execute("SELECT r.rolname FROM pg_roles g JOIN pg_auth_members m ON m.roleid = g.oid "
+                            "JOIN pg_roles r ON r.oid = m.member WHERE g.rolname = %s", (role,)).fetchall()
+    return {name for (name,) in rows}
+
+
+def test_postgres_grants_and_revokes_a_role_idempotently(pg_roles: dict[str, str]) -> None:
+    agent = PostgresAgent.from_config(PG_SERVER)
+    assert "can grant roles" in agent.check()
+    group = pg_roles["group"]
+    agent.add(JAMAL, group)
+    agent.add(JAMAL, group)  # again: still one membership, no error
+    assert members_of(group) == {"jamal.carter"} == agent.members(group)
+    agent.remove(JAMAL, group)
+    agent.remove(JAMAL, group)  # already gone: fine
+    assert members_of(group) == set() == agent.members(group)
+
+
+def test_postgres_refusals_say_what_is_missing(pg_roles: dict[str, str]) -> None:
+    agent = PostgresAgent.from_config(PG_SERVER)
+    with pytest.raises(Refused, match="no role 'gh_absent'"):
+        agent.add(JAMAL, "gh_absent")
+    with pytest.raises(Refused, match="no login 'nobody.here'"):
+        agent.add(Person("nobody.here@example.test", "Nobody"), pg_roles["group"])
+    with pytest.raises(Refused, match="refused the agent's login"):
+        PostgresAgent.from_config({**PG_SERVER, "user": "no_such_agent_login"}).check()
+    with pytest.raises(Unreachable, match="did not answer"):
+        PostgresAgent.from_config({**PG_SERVER, "port": free_port()}).add(JAMAL, pg_roles["group"])
+    assert members_of(pg_roles["group"]) == set(), "nothing half-applied"
+
+
+def test_postgres_secrets_come_from_the_environment_never_the_settings(pg_roles: dict[str, str]) -> None:
+    agent = PostgresAgent.from_config({**PG_SERVER, "password_env": "GATEHOUSE_TEST_UNSET_SECRET"})
+    os.environ.pop("GATEHOUSE_TEST_UNSET_SECRET", None)
+    with pytest.raises(Refused, match="GATEHOUSE_TEST_UNSET_SECRET"):
+        agent.check()
+
+
+@pytest.fixture
+def directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Slapd]:
+    if not available():
+        pytest.skip("needs OpenLDAP's slapd (Debian package slapd; .ci/run installs it)")
+    with Slapd(tmp_path) as running:
+        monkeypatch.setenv("GATEHOUSE_TEST_LDAP_PASSWORD", running.password)
+        yield running
+
+
+@pytest.mark.parametrize("unique", [False, True], ids=["groupOfNames", "groupOfUniqueNames"])
+def test_ldap_adds_and_removes_a_member_idempotently(directory: Slapd, unique: bool) -> None:
+    dn = directory.add_person(JAMAL.email, JAMAL.name)
+    group = directory.add_group(f"cn=aws-production,{GROUPS}", unique=unique)
+    agent = LdapAgent.from_config(directory.agent_config())
+    assert "is readable" in agent.check()
+    agent.add(JAMAL, group)
+    agent.add(JAMAL, group)
+    assert directory.members(group) == {dn.lower()} == agent.members(group)
+    assert agent.member_name(JAMAL) == dn.lower()
+    agent.remove(JAMAL, group)
+    agent.remove(JAMAL, group)
+    assert directory.members(group) == set() == agent.members(group)
+
+
+def test_ldap_refusals_and_an_unreachable_directory(directory: Slapd) -> None:
+    directory.add_person(JAMAL.email, JAMAL.name)
+    group = directory.add_group(f"cn=wiki,{GROUPS}")
+    agent = LdapAgent.from_config(directory.agent_config())
+    with pytest.raises(Refused, match="no group cn=absent"):
+        agent.add(JAMAL, f"cn=absent,{GROUPS}")
+    with pytest.raises(Refused, match="No directory entry .* has mail=nobody@example.test"):
+        agent.add(Person("nobody@example.test", "Nobody"), group)
+    wrong: dict[str, Any] = {**directory.agent_config(), "password_env": "GATEHOUSE_TEST_WRONG_LDAP"}
+    os.environ["GATEHOUSE_TEST_WRONG_LDAP"] = "not the password"
+    try:
+        with pytest.raises(Refused, match="invalidCredentials"):
+            LdapAgent.from_config(wrong).add(JAMAL, group)
+    finally:
+        del os.environ["GATEHOUSE_TEST_WRONG_LDAP"]
+    directory.stop()
+    with pytest.raises(Unreachable):
+        agent.add(JAMAL, group)
+    directory.start()
+    agent.add(JAMAL, group)  # back: the same call now works
+    assert directory.members(group) == {directory.person_dn(JAMAL.email).lower()}
+
+
+@pytest.fixture
+def scim(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScimServer]:
+    with ScimServer() as server:
+        monkeypatch.setenv("GATEHOUSE_TEST_SCIM_TOKEN", server.token)
+        yield server
+
+
+SCIM_JAMAL = Person("jamal.carter@example.com", "Jamal Carter")  # scim2-models validates emails: no .test
+
+
+def test_scim_patches_group_members_idempotently(scim: ScimServer) -> None:
+    user_id = scim.add_user(SCIM_JAMAL.email, SCIM_JAMAL.name)
+    other = scim.add_user("bea@example.com", "Bea")
+    group = scim.add_group("aws-production", members=[other])
+    agent = ScimAgent.from_config(scim.agent_config())
+    assert "serves Users and Groups" in agent.check()
+    agent.add(SCIM_JAMAL, group)
+    agent.add(SCIM_JAMAL, group)
+    assert scim.members(group) == {user_id, other} == agent.members(group)
+    assert agent.member_name(SCIM_JAMAL) == user_id
+    agent.remove(SCIM_JAMAL, group)
+    agent.remove(SCIM_JAMAL, group)
+    assert scim.members(group) == {other} == agent.members(group)
+
+
+def test_scim_refusals_and_an_unreachable_server(scim: ScimServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    scim.add_user(SCIM_JAMAL.email, SCIM_JAMAL.name)
+    group = scim.add_group("wiki")
+    agent = ScimAgent.from_config(scim.agent_config())
+    with pytest.raises(Refused, match="404"):
+        agent.add(SCIM_JAMAL, "no-such-group")
+    with pytest.raises(Refused, match="no user matching"):
+        agent.add(Person("nobody@example.com", "Nobody"), group)
+    monkeypatch.setenv("GATEHOUSE_TEST_SCIM_TOKEN", "a wrong token")
+    with pytest.raises(Refused, match="401"):
+        agent.add(SCIM_JAMAL, group)
+    monkeypatch.setenv("GATEHOUSE_TEST_SCIM_TOKEN", scim.token)
+    with pytest.raises(Unreachable, match="did not answer"):
+        ScimAgent.from_config({**scim.agent_config(), "url": f"http://127.0.0.1:{free_port()}"}).add(SCIM_JAMAL, group)
+    assert scim.members(group) == set(), "nothing half-applied"
+
+
+def test_the_webhook_signs_each_change_and_retries_only_what_may_work(
+        webhook_server: HttpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEHOUSE_TEST_WEBHOOK_SECRET", "whsec-test")
+    agent = WebhookAgent.from_config({"url": webhook_server.url, "secret_env": "GATEHOUSE_TEST_WEBHOOK_SECRET"})
+    ends = datetime(2026, 12, 2, 14, 0, tzinfo=UTC)
+    change = Change(grant_id=7, resource="aws-production", ends_at=ends, key="grant-7-add")
+    agent.add(JAMAL, "admins", change)
+    [post] = webhook_server.received
+    assert post.body == {"action": "grant", "person": {"email": JAMAL.email, "name": JAMAL.name},
+                         "target": "admins", "resource": "aws-production", "grant_id": 7,
+                         "ends_at": "2026-12-02T14:00:00+00:00", "key": "grant-7-add"}
+    timestamp = post.headers["X-Gatehouse-Timestamp"]
+    expected = hmac.new(b"whsec-test", timestamp.encode() + b"." + post.raw, hashlib.sha256).hexdigest()
+    assert post.headers["X-Gatehouse-Signature"] == f"sha256={expected}"
+    assert post.headers["Idempotency-Key"] == "grant-7-add"
+    assert verify("whsec-test", timestamp, post.raw, post.headers["X-Gatehouse-Signature"])
+    assert not verify("whsec-test", timestamp, post.raw + b" ", post.headers["X-Gatehouse-Signature"])
+    assert not verify("whsec-test", str(int(timestamp) - 3600), post.raw, post.headers["X-Gatehouse-Signature"])
+
+    webhook_server.fail_first, webhook_server.failure_status = 2, 409  # "already so" is done
+    agent.remove(JAMAL, "admins", Change(7, "aws-production", ends, "grant-7-remove"))
+    for status, error in ((503, Unreachable), (429, Unreachable), (400, Refused), (401, Refused)):
+        webhook_server.attempts.clear()
+        webhook_server.fail_first, webhook_server.failure_status = 1, status
+        with pytest.raises(error, match=str(status)):
+            agent.remove(JAMAL, "admins", Change(7, "aws-production", ends, "grant-7-remove"))
+    with pytest.raises(Unreachable, match="did not answer"):
+        WebhookAgent.from_config({"url": f"http://127.0.0.1:{free_port()}/hook",
+                                  "secret_env": "GATEHOUSE_TEST_WEBHOOK_SECRET"}).add(JAMAL, "admins", change)
+    with pytest.raises(Refused, match="GATEHOUSE_TEST_NO_SECRET"):
+        WebhookAgent.from_config({"url": webhook_server.url, "secret_env": "GATEHOUSE_TEST_NO_SECRET"}).add(JAMAL, "x")
