@@ -216,3 +216,6 @@ def test_the_webhook_signs_each_change_and_retries_only_what_may_work(
                                   "secret_env": "GATEHOUSE_TEST_WEBHOOK_SECRET"}).add(JAMAL, "admins", change)
     with pytest.raises(Refused, match="GATEHOUSE_TEST_NO_SECRET"):
         WebhookAgent.from_config({"url": webhook_server.url, "secret_env": "GATEHOUSE_TEST_NO_SECRET"}).add(JAMAL, "x")
+    with pytest.raises(Refused, match="no signing secret"):
+        WebhookAgent.from_config({"url": webhook_server.url}).check()
+    assert "answers" in agent.check()

@@ -59,10 +59,14 @@ class WebhookAgent:
     def from_config(cls, config: dict[str, Any]) -> WebhookAgent:
         return cls(config.get("url", ""), SecretRef.of(config, "secret"))
 
-    def _send(self, payload: dict[str, Any], key: str) -> None:
+    def _signing_secret(self) -> str:
         secret = self.secret.read()
         if not secret:
             raise Refused("This webhook has no signing secret (set secret_env or secret_file).")
+        return secret
+
+    def _send(self, payload: dict[str, Any], key: str) -> None:
+        secret = self._signing_secret()
         body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
         timestamp = str(int(time.time()))
         headers = {"Content-Type": "application/json", "X-Gatehouse-Timestamp": timestamp,
@@ -99,7 +103,7 @@ class WebhookAgent:
         return person.email
 
     def check(self) -> str:
-        self.secret.read()
+        self._signing_secret()
         try:
             answer = httpx.head(self.url, timeout=TIMEOUT_SECONDS, follow_redirects=False)
         except httpx.HTTPError as exc:
