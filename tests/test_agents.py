@@ -7,16 +7,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
-from psycopg import sql
 
+from support.pg_roles import PG_SERVER, create_login, group_role, members_of, pg_server_up
 from support.receivers import HttpReceiver, free_port
 from support.scim_server import ScimServer
 from support.slapd import GROUPS, Slapd, available
@@ -26,16 +24,7 @@ from webapp.agents.postgres import PostgresAgent
 from webapp.agents.scim import ScimAgent
 from webapp.agents.webhook import WebhookAgent, verify
 
-PG_SERVER = {"host": "127.0.0.1", "port": 5432, "dbname": "postgres", "user": "postgres"}
 JAMAL = Person("jamal.carter@example.test", "Jamal Carter")
-
-
-def pg_server_up() -> bool:
-    try:
-        psycopg.connect(**PG_SERVER, connect_timeout=2).close()  # type: ignore[arg-type]
-        return True
-    except psycopg.OperationalError:
-        return False
 
 
 @pytest.fixture
@@ -43,25 +32,9 @@ def pg_roles() -> Iterator[dict[str, str]]:
     """A group role and a login role for Jamal, made for this test on the local server."""
     if not pg_server_up():
         pytest.skip("needs the local PostgreSQL server (127.0.0.1:5432)")
-    tag = uuid.uuid4().hex[:8]
-    names = {"group": f"gh_reporting_{tag}", "login": "jamal.carter"}
-    with psycopg.connect(**PG_SERVER, autocommit=True) as conn:  # type: ignore[arg-type]
-        conn.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(names["group"])))
-        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (names["login"],)).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(names["login"])))
-    try:
-        yield names
-    finally:
-        with psycopg.connect(**PG_SERVER, autocommit=True) as conn:  # type: ignore[arg-type]
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(names["group"])))
-
-
-def members_of(role: str) -> set[str]:
-    with psycopg.connect(**PG_SERVER) as conn:  # type: ignore[arg-type]
-        rows = conn.execute("SELECT r.rolname FROM pg_roles g JOIN pg_auth_members m ON m.roleid = g.oid "
-                            "JOIN pg_roles r ON r.oid = m.member WHERE g.rolname = %s", (role,)).fetchall()
-    return {name for (name,) in rows}
+    create_login("jamal.carter")
+    with group_role("gh_reporting") as group:
+        yield {"group": group, "login": "jamal.carter"}
 
 
 def test_postgres_grants_and_revokes_a_role_idempotently(pg_roles: dict[str, str]) -> None:

@@ -113,6 +113,14 @@ class Settings(BaseSettings):
     # One HTTP POST or SMTP conversation may take this long before it counts as failed.
     notify_timeout_seconds: float = Field(default=10.0, gt=0)
 
+    # Fulfilment (webapp/workflows/fulfilment.py): a task whose target is down retries after
+    # the first pause, each next pause this factor longer, up to the longest; a person's task
+    # reminds its assignees at this interval and tells the admins from the second reminder on.
+    agent_retry_first_seconds: float = Field(default=1.0, gt=0)
+    agent_retry_max_seconds: float = Field(default=60.0, gt=0)
+    agent_backoff_rate: float = Field(default=2.0, ge=1)
+    task_remind_seconds: float = Field(default=24 * 3600.0, gt=0)
+
     # Bulk import.
     # Fetched pages are kept here, keyed by (source, seed, page, results, nat).
     import_cache_dir: Path = VAR_DIR / "import-cache"

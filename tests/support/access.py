@@ -9,7 +9,7 @@ from starlette.testclient import TestClient
 
 from support.web import post_form
 from webapp.core.db import Database
-from webapp.core.models import AccessRequest, Resource, ResourceApprover
+from webapp.core.models import AccessRequest, Agent, Resource, ResourceApprover
 
 REASON = "Investigating the billing incident from last night."
 
@@ -23,6 +23,15 @@ def make_resource(database: Database, people: dict[str, Any], name: str = "order
         for role in approvers:
             session.add(ResourceApprover(resource_id=resource.id, user_id=people[role].id))
         return resource.id  # type: ignore[return-value]
+
+
+def make_agent(database: Database, kind: str, settings: dict[str, Any], name: str | None = None,
+               **fields: Any) -> int:
+    with database.session() as session:
+        agent = Agent(name=name or f"{kind}-{uuid.uuid4().hex[:6]}", kind=kind, settings=settings, **fields)
+        session.add(agent)
+        session.flush()
+        return agent.id  # type: ignore[return-value]
 
 
 def submit(client: TestClient, resource_id: int, duration: str = "8h", *, key: str | None = None,

@@ -75,6 +75,39 @@ class Decision(StrEnum):
     reject = "reject"
 
 
+class GrantState(StrEnum):
+    """Where a grant stands in its target system: active only once its agent confirmed the
+    change, removed only once the removal was confirmed (a resource without an agent goes
+    straight to active and to removed)."""
+
+    provisioning = "provisioning"
+    active = "active"
+    ending = "ending"
+    removed = "removed"
+
+
+class TaskAction(StrEnum):
+    add = "add"
+    remove = "remove"
+
+
+class TaskStatus(StrEnum):
+    queued = "queued"  # waiting for its agent's queue
+    running = "running"
+    waiting = "waiting"  # for a person: a manual task, or a failure someone must look at
+    failed = "failed"  # refused by the target; stays open and loud until retried or resolved
+    done = "done"
+    cancelled = "cancelled"  # an add that the end of its grant made pointless
+
+
+OPEN_TASK_STATUSES = (TaskStatus.queued, TaskStatus.running, TaskStatus.waiting, TaskStatus.failed)
+
+
+class DriftPolicy(StrEnum):
+    report = "report"  # show members without a grant and grants without a member
+    correct = "correct"  # and remove the extra, add the missing
+
+
 class NotificationStatus(StrEnum):
     queued = "queued"
     sent = "sent"
@@ -97,6 +130,31 @@ class User(SQLModel, table=True):
     is_service: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
 
 
+class Agent(SQLModel, table=True):
+    """A connection to a target system (webapp/agents), or `manual`: a person does the work.
+
+    `settings` never holds a secret: it names an environment variable or a file
+    (`password_env`, `token_file`, ...). Each agent has its own DBOS queue, `agent-<id>`."""
+
+    __tablename__ = "agents"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=120, unique=True)
+    kind: str = Field(max_length=16)
+    settings: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    concurrency: int = 4
+    rate_limit: int = 60  # operations per rate_period_seconds
+    rate_period_seconds: float = 60.0
+    drift_interval_seconds: int = 3600
+    # What the last operation or check found: None until something was tried.
+    healthy: bool | None = None
+    last_error: str | None = Field(default=None, max_length=2000)
+    checked_at: datetime | None = _timestamp(nullable=True)
+    drift_checked_at: datetime | None = _timestamp(nullable=True)
+    drift_found: int = 0
+    created_at: datetime = _timestamp(default=True)
+
+
 class Resource(SQLModel, table=True):
     __tablename__ = "resources"
 
@@ -112,6 +170,11 @@ class Resource(SQLModel, table=True):
     # How long a request may wait for decisions before it expires.
     pending_ttl_seconds: int = 72 * 3600
     created_at: datetime = _timestamp(default=True)
+    # Where a grant takes effect: the agent, and the group, role or DN it manages there.
+    agent_id: int | None = Field(default=None, foreign_key="agents.id", index=True)
+    target: str = Field(default="", max_length=500, sa_column_kwargs={"server_default": ""})
+    drift_policy: str = Field(default=DriftPolicy.report, max_length=16,
+                              sa_column_kwargs={"server_default": DriftPolicy.report.value})
 
 
 class ResourceApprover(SQLModel, table=True):
@@ -165,6 +228,34 @@ class Grant(SQLModel, table=True):
     granted_by_workflow: str | None = Field(default=None, max_length=100)
     revoked_by_workflow: str | None = Field(default=None, max_length=100)
     revoked_by_id: int | None = Field(default=None, foreign_key="users.id")
+    state: str = Field(default=GrantState.active, max_length=16, index=True,
+                       sa_column_kwargs={"server_default": GrantState.active.value})
+
+
+class FulfilmentTask(SQLModel, table=True):
+    """One change in a target system: add a grant's holder, or remove them. Carried out by the
+    durable workflow `workflow_id` through the resource's agent, or by a person (manual)."""
+
+    __tablename__ = "fulfilment_tasks"
+    __table_args__ = (sa.Index("ix_fulfilment_tasks_status_id", "status", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    grant_id: int = Field(foreign_key="grants.id", index=True)
+    action: str = Field(max_length=8)
+    agent_id: int = Field(foreign_key="agents.id", index=True)
+    resource_id: int = Field(foreign_key="resources.id", index=True)
+    user_id: int = Field(foreign_key="users.id", index=True)
+    target: str = Field(max_length=500)
+    status: str = Field(default=TaskStatus.queued, max_length=16)
+    attempts: int = 0
+    last_error: str | None = Field(default=None, max_length=2000)
+    workflow_id: str = Field(max_length=100, unique=True)
+    created_at: datetime = _timestamp(default=True, index=True)
+    updated_at: datetime = _timestamp(default=True)
+    finished_at: datetime | None = _timestamp(nullable=True)
+    # Who closed it by hand (Done, Can't do, resolved), and what they wrote.
+    resolved_by_id: int | None = Field(default=None, foreign_key="users.id")
+    note: str = Field(default="", max_length=1000)
 
 
 class Approval(SQLModel, table=True):

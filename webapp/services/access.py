@@ -108,6 +108,12 @@ class DecisionOutcome(TypedDict):
 class GrantFacts(TypedDict):
     grant_id: int
     expires_at: float | None  # epoch seconds; None: permanent
+    task: NotRequired[str | None]  # the workflow of the add task, when an agent makes it take effect
+
+
+class EndedGrant(TypedDict):
+    ended: bool  # False: it had ended already (by the other path)
+    task: str | None  # the workflow of the remove task, when an agent must undo the membership
 
 
 class RevokeTarget(TypedDict):

@@ -35,6 +35,7 @@ from webapp.core.models import (
 from webapp.services.access import (
     DecisionMessage,
     DecisionOutcome,
+    EndedGrant,
     GrantFacts,
     Refused,
     RequestFacts,
@@ -43,6 +44,7 @@ from webapp.services.access import (
     is_approver,
 )
 from webapp.services.audit import Action, record_event
+from webapp.services.fulfilment import plan_add, plan_remove, task_workflow_id
 from webapp.services.identity import principal_of
 
 ERROR_SOURCE = "workflow.access"
@@ -204,6 +206,7 @@ def create_grant(session: Session, request_id: int, *, workflow_id: str | None) 
     existing = session.scalar(sa.select(Grant).where(Grant.request_id == request_id))
     if existing is not None:  # defensive: the unique request_id already forbids a second grant
         grant = existing
+        task = task_workflow_id(grant.id, "add") if grant.state == "provisioning" else None  # type: ignore[arg-type]
     else:
         now = utcnow()
         expires = now + timedelta(seconds=request.duration_seconds) if request.duration_seconds else None
@@ -214,16 +217,19 @@ def create_grant(session: Session, request_id: int, *, workflow_id: str | None) 
         record_event(session, actor="workflow", action=Action.GRANT_CREATED, subject=f"grant:{grant.id}",
                      details={"request": request_id, "user": request.requester_id,
                               "expires_at": expires.isoformat() if expires else None})
+        task = plan_add(session, grant)
     assert grant.id is not None
-    return GrantFacts(grant_id=grant.id, expires_at=grant.expires_at.timestamp() if grant.expires_at else None)
+    return GrantFacts(grant_id=grant.id, expires_at=grant.expires_at.timestamp() if grant.expires_at else None,
+                      task=task)
 
 
 def end_grant(session: Session, grant_id: int, reason: str, *, workflow_id: str | None, actor_id: int | None = None,
-              note: str = "") -> bool:
-    """Revoke the grant now; False if it was already revoked (by the other path)."""
+              note: str = "") -> EndedGrant:
+    """Revoke the grant now, with a remove task when an agent holds its membership; `ended`
+    False if it was already revoked (by the other path)."""
     grant = session.get(Grant, grant_id, with_for_update=True)  # expiry and early revoke may race
     if grant is None or grant.revoked_at is not None:
-        return False
+        return EndedGrant(ended=False, task=None)
     now = utcnow()
     grant.revoked_at, grant.revoked_by_workflow, grant.revoked_by_id = now, workflow_id, actor_id
     actor = session.get(User, actor_id) if actor_id else None
@@ -232,7 +238,7 @@ def end_grant(session: Session, grant_id: int, reason: str, *, workflow_id: str 
         request.status, request.updated_at = RequestStatus.revoked, now
     record_event(session, actor=actor.email if actor else "workflow", actor_id=actor_id, action=Action.GRANT_REVOKED,
                  subject=f"grant:{grant_id}", details={"request": grant.request_id, "reason": reason, "note": note})
-    return True
+    return EndedGrant(ended=True, task=plan_remove(session, grant))
 
 
 def record_failure(session: Session, request_id: int, error_type: str, error_message: str, *,

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from webapp.core.models import AuditEvent, Grant, utcnow
+from webapp.core.models import AuditEvent, FulfilmentTask, Grant, utcnow
 
 NOTIFY_CHANNEL = "gatehouse_audit"  # webapp.live.feed listens on it
 _acting_token: ContextVar[int | None] = ContextVar("acting_token", default=None)
@@ -61,6 +61,13 @@ class Action(StrEnum):
     GRANT_CREATED = "grant.created"
     GRANT_EXPIRING = "grant.expiring"  # entered its last day (the sweep)
     GRANT_REVOKED = "grant.revoked"  # early, or at its expiry
+    GRANT_ACTIVE = "grant.active"  # its agent confirmed the membership
+    GRANT_REMOVED = "grant.removed"  # its agent confirmed the removal
+    # task:<id> (a fulfilment task; its grant's request sees it)
+    TASK_DONE = "task.done"  # by a person
+    TASK_FAILED = "task.failed"
+    TASK_RETRIED = "task.retried"
+    TASK_CANCELLED = "task.cancelled"
     # user:<id>
     USER_CREATED = "user.created"
     USER_ROLE_CHANGED = "user.role_changed"
@@ -104,6 +111,9 @@ def request_of(session: Session, subject: str) -> int | None:
         return int(number)
     if kind == "grant":
         return session.scalar(sa.select(Grant.request_id).where(Grant.id == int(number)))
+    if kind == "task":
+        return session.scalar(sa.select(Grant.request_id).join(FulfilmentTask, FulfilmentTask.grant_id == Grant.id)
+                              .where(FulfilmentTask.id == int(number)))
     return None
 
 

@@ -22,6 +22,7 @@ from webapp.core.models import (
     Approval,
     Decision,
     Grant,
+    GrantState,
     RequestStatus,
     Resource,
     ResourceApprover,
@@ -280,7 +281,7 @@ def _approve(session: Session, request: AccessRequest, resource: Resource, appro
     elif expires is not None and expires < now:
         ended = expires
     if ended is not None:
-        grant.revoked_at = ended
+        grant.revoked_at, grant.state = ended, GrantState.removed
         grant.revoked_by_workflow = request.workflow_id
         request.status = RequestStatus.revoked
         request.updated_at = ended

@@ -8,6 +8,7 @@ every start); `stop` lets running work finish within a grace period.
 
     access         one workflow per access request; an early revoke
     notifications  one delivery workflow per message and channel
+    fulfilment     one workflow per task that carries a grant (or its end) into a target
     imports        bulk people imports: a parent per run, a child per chunk
     batches        operator batches of access requests
     sweep          the schedule that expires orphaned requests and announces ending grants
@@ -28,12 +29,12 @@ from dbos import DBOS
 
 from webapp.config import Settings
 from webapp.core.db import Database
-from webapp.workflows import access, batches, imports, notifications, runtime, sweep, takeover
+from webapp.workflows import access, batches, fulfilment, imports, notifications, runtime, sweep, takeover
 from webapp.workflows.datasource import datasource
 
 __all__ = ["QueueSpec", "queue_specs", "register", "schedule_specs", "start", "stop"]
 
-WORKFLOW_MODULES = (access, batches, imports, notifications, sweep)  # each registers its workflows
+WORKFLOW_MODULES = (access, batches, fulfilment, imports, notifications, sweep)  # each registers its workflows
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ def start(settings: Settings, database: Database, *, queues: Iterable[str] | Non
     def prepare() -> None:
         datasource.bind(database)
         notifications.configure_channels(settings)
+        fulfilment.configure(settings)
 
     runtime.launch(settings, prepare=prepare, queues=queues)
 

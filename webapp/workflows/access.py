@@ -7,11 +7,14 @@ pages use to start it, send it decisions and revoke a grant.
          pending TTL; each message goes through apply_decision (a transaction), which
          counts distinct approvals, lets one rejection end it, lets the requester cancel,
          and records late or repeated messages without acting on them
-      3. approved: create_grant, tell the requester; a time-bound grant gets a reminder
-         (1 h before the end for grants of 8 h or more), a durable wait until the end,
-         then end_grant and a last message
+      3. approved: create_grant; when the resource has an agent, its add task
+         (webapp/workflows/fulfilment.py) must settle before the grant is active; tell the
+         requester; a time-bound grant gets a reminder (1 h before the end for grants of
+         8 h or more), a durable wait until the end, then end_grant, its remove task, and a
+         last message once the access is really gone
     revoke_grant_workflow(grant_id, ...)
-      an early revoke: end_grant, tell the holder, wake the access workflow if it waits
+      an early revoke: end_grant, start its remove task, tell the holder, wake the access
+      workflow if it waits
 
 Every state change (webapp.services.access_changes) and its audit event commit in one
 datasource transaction, whose result DBOS records in that same transaction: a replay
@@ -30,7 +33,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from dbos import DBOS
+from dbos import DBOS, SetWorkflowID
 
 from webapp.config import Settings
 from webapp.core.background import in_thread
@@ -44,6 +47,7 @@ from webapp.services.access import (
     DecisionKind,
     DecisionMessage,
     DecisionOutcome,
+    EndedGrant,
     GrantFacts,
     MessageFacts,
     Refused,
@@ -59,6 +63,7 @@ from webapp.services.identity import Principal
 from webapp.services.notifications import Message
 from webapp.workflows.control import fork_label
 from webapp.workflows.datasource import datasource
+from webapp.workflows.fulfilment import SETTLED_TOPIC, WAIT_SLICE_SECONDS, task_workflow
 from webapp.workflows.notifications import request_link, send_notifications
 from webapp.workflows.runtime import WorkflowCancelled, is_known, start_workflow
 
@@ -110,7 +115,7 @@ def create_grant(request_id: int) -> GrantFacts:
 
 @datasource.transaction()
 def end_grant(grant_id: int, reason: str, actor_id: int | None = None, note: str = "",
-              token_id: int | None = None) -> bool:
+              token_id: int | None = None) -> EndedGrant:
     with acting_through(token_id):
         return changes.end_grant(datasource.session(), grant_id, reason, workflow_id=DBOS.workflow_id,
                                  actor_id=actor_id, note=note)
@@ -197,10 +202,36 @@ def _announce(facts: RequestFacts, status: str, message: DecisionMessage) -> Non
                         f"Your request for {facts['resource']} was rejected." + (f"\n\nReason: {comment}" if comment else ""))
 
 
+def _start_task(task: str, parent: str | None) -> None:
+    with SetWorkflowID(task):
+        DBOS.start_workflow(task_workflow, task, parent)
+
+
+def _settle(task: str | None, until: float | None = None) -> str | None:
+    """Start a fulfilment task and wait until it settles (or until `until`, epoch seconds):
+    its status, "done" when there is no task, None when the time came first."""
+    if task is None:
+        return "done"
+    _start_task(task, DBOS.workflow_id)
+    while True:
+        left = WAIT_SLICE_SECONDS if until is None else min(WAIT_SLICE_SECONDS, until - time.time())
+        if left <= 0:
+            return None
+        settled = DBOS.recv(SETTLED_TOPIC, timeout_seconds=left)
+        if settled is not None and settled.get("task") == task:
+            return str(settled["status"])
+
+
 def _hold_grant(facts: RequestFacts) -> None:
     grant = create_grant(facts["request_id"])
     if facts["auto_approve"]:
         DBOS.set_event(RECORDED_EVENT, facts)  # answered once granted: the page shows the access
+    provisioned = _settle(grant.get("task"), grant["expires_at"])
+    if provisioned is None:  # still not in place when it was due to end: end it
+        _expire(facts, grant)
+        return
+    if provisioned != "done":
+        return  # revoked before it took effect: revoke_grant_workflow did the telling
     duration = facts["duration_seconds"]
     until = "permanently" if duration is None else f"for {describe(duration)}"
     _tell_requester(facts, "request.approved", f"Access to {facts['resource']} granted",
@@ -218,7 +249,14 @@ def _hold_grant(facts: RequestFacts) -> None:
                         f"{datetime.fromtimestamp(expires_at, UTC).strftime('%Y-%m-%d %H:%M')} UTC.")
     if DBOS.recv(REVOKE_TOPIC, timeout_seconds=max(0.0, expires_at - time.time())) is not None:
         return
-    if end_grant(grant["grant_id"], "expired"):
+    _expire(facts, grant)
+
+
+def _expire(facts: RequestFacts, grant: GrantFacts) -> None:
+    """End the grant at its time and, once its agent removed the access, say so."""
+    ended = end_grant(grant["grant_id"], "expired")
+    if ended["ended"]:
+        _settle(ended["task"])
         _tell_requester(facts, "grant.expired", f"Your access to {facts['resource']} has ended",
                         f"Your time-bound access to {facts['resource']} has ended. Request it again if you need it.")
 
@@ -226,8 +264,13 @@ def _hold_grant(facts: RequestFacts) -> None:
 @DBOS.workflow()
 def revoke_grant_workflow(grant_id: int, actor_id: int, note: str, access_workflow_id: str | None,
                           facts: MessageFacts, token_id: int | None = None) -> bool:
-    """An early revoke: end the grant, tell the holder, and wake the access workflow."""
-    revoked = end_grant(grant_id, "revoked early", actor_id, note, token_id)
+    """An early revoke: end the grant, start its removal, tell the holder, and wake the access
+    workflow. The removal goes on by itself (it may wait for a target that is down, or for a
+    person): the operator's page does not wait for it."""
+    ended = end_grant(grant_id, "revoked early", actor_id, note, token_id)
+    revoked = ended["ended"]
+    if ended["task"]:
+        _start_task(ended["task"], None)
     if revoked:
         _tell_requester(facts, "grant.revoked", f"Your access to {facts['resource']} was revoked",
                         f"An administrator revoked your access to {facts['resource']}."

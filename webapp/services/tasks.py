@@ -1,0 +1,161 @@
+"""What people do with fulfilment tasks: who may act on one, what each message does, who is
+reminded. The task's workflow applies the messages (webapp/workflows/fulfilment.py); the
+pages check the same rule first (`check_message`), so a refusal reads the same either way.
+
+    done     a person made the change of a manual task (waiting)
+    cant     a person cannot make it: the task fails, open and loud, with their note
+    retry    try a failed task again (after someone fixed the cause)
+    resolve  close a failed task by hand: the change was made some other way
+    cancel   the system's own: the grant ended before its add was done
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypedDict
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from webapp.core.errors import Refusal
+from webapp.core.models import OPEN_TASK_STATUSES, Agent, FulfilmentTask, Grant, Resource, Role, TaskStatus, User
+from webapp.services import fulfilment
+from webapp.services.fulfilment import MANUAL
+from webapp.services.identity import Principal
+
+TaskMessageKind = Literal["done", "cant", "retry", "resolve", "cancel"]
+PEOPLE_KINDS = ("done", "cant", "retry", "resolve")
+
+
+class TaskError(Refusal):
+    """A task cannot be seen or acted on as asked."""
+
+    def __init__(self, status_code: int, message: str, field: str | None = None) -> None:
+        super().__init__(message, status_code, field)
+
+
+class TaskMessage(TypedDict):
+    id: str  # names the event that answers it
+    kind: str
+    actor_id: int | None  # None: the system (cancel)
+    note: str
+
+
+class TaskReply(TypedDict):
+    applied: bool
+    status: str  # the task's status afterwards
+    note: str  # why nothing changed, when nothing did
+
+
+def assignees(session: Session, task: FulfilmentTask) -> list[User]:
+    """Who does a manual task: the people its agent names (settings "assignees", emails), or
+    else the resource's owner; the admins when neither is an active person."""
+    agent = session.get(Agent, task.agent_id)
+    named = [e.strip().lower() for e in str((agent.settings or {}).get("assignees", "") if agent else "").split(",")]
+    people: list[User] = []
+    if any(named):
+        people = list(session.scalars(sa.select(User).where(User.email.in_([e for e in named if e]), User.active)))  # type: ignore[attr-defined]
+    if not people:
+        owner = session.scalar(sa.select(User).join(Resource, Resource.owner_id == User.id)
+                               .where(Resource.id == task.resource_id, User.active))
+        people = [owner] if owner is not None else []
+    return people or admins(session)
+
+
+def admins(session: Session) -> list[User]:
+    return list(session.scalars(sa.select(User).where(User.role == Role.admin, User.active, ~User.is_service)
+                                .order_by(User.email)))
+
+
+def refusal(session: Session, actor: Principal | User | None, task: FulfilmentTask, kind: str) -> str | None:
+    """Why `actor` may not send `kind` to this task now, or None when they may."""
+    if kind not in PEOPLE_KINDS:
+        return f"unknown action {kind!r}"
+    if actor is None or not getattr(actor, "active", True):
+        return "unknown or inactive person"
+    agent_kind = session.scalar(sa.select(Agent.kind).where(Agent.id == task.agent_id))
+    is_admin = getattr(actor, "role", None) == Role.admin
+    is_assignee = agent_kind == MANUAL and any(p.id == actor.id for p in assignees(session, task))
+    if not (is_admin or is_assignee):
+        return "only the task's assignees and admins can act on it"
+    if task.status not in OPEN_TASK_STATUSES:
+        return f"the task is already {task.status}"
+    if kind in ("done", "cant") and (agent_kind != MANUAL or task.status != TaskStatus.waiting):
+        return "only a person's task that waits for them can be marked done or impossible"
+    if kind in ("retry", "resolve") and task.status != TaskStatus.failed:
+        return "only a failed task can be retried or resolved"
+    return None
+
+
+def check_message(session: Session, principal: Principal, task_id: int, kind: str) -> str:
+    """The task's workflow id when `principal` may send `kind` to it; TaskError otherwise."""
+    task = session.get(FulfilmentTask, task_id)
+    if task is None or not may_view(session, principal, task):
+        raise TaskError(404, f"No task #{task_id}.")
+    why = refusal(session, principal, task, kind)
+    if why:
+        raise TaskError(409 if "already" in why or "only a" in why else 403, why[0].upper() + why[1:] + ".")
+    return task.workflow_id
+
+
+def may_view(session: Session, principal: Principal, task: FulfilmentTask) -> bool:
+    if principal.is_admin or principal.id == task.user_id:
+        return True
+    return any(p.id == principal.id for p in assignees(session, task))
+
+
+def apply_message(session: Session, task_id: int, message: TaskMessage) -> TaskReply:
+    """Apply one message in the task's workflow. Refused ones change nothing and say why."""
+    task = session.get(FulfilmentTask, task_id)
+    assert task is not None
+    kind = message.get("kind")
+    if kind == "cancel":
+        applied = fulfilment.cancel_task(session, task_id)
+        return TaskReply(applied=applied, status=task.status, note="" if applied else f"the task is {task.status}")
+    actor = session.get(User, message.get("actor_id")) if message.get("actor_id") else None
+    why = refusal(session, actor, task, str(kind))
+    if why:
+        return TaskReply(applied=False, status=task.status, note=why)
+    assert actor is not None and actor.id is not None
+    note = str(message.get("note") or "").strip()
+    if kind in ("done", "resolve"):
+        fulfilment.finish_task(session, task_id, actor_id=actor.id, note=note)
+    elif kind == "cant":
+        fulfilment.cannot_do(session, task_id, actor_id=actor.id, note=note)
+    else:
+        fulfilment.reopen_task(session, task_id, actor_id=actor.id)
+    return TaskReply(applied=True, status=task.status, note="")
+
+
+def describe(session: Session, task: FulfilmentTask) -> str:
+    """The task as a sentence: "Add Jamal Carter to aws-production until 2 Dec 14:00 UTC"."""
+    person = session.get(User, task.user_id)
+    resource = session.get(Resource, task.resource_id)
+    grant = session.get(Grant, task.grant_id)
+    who = person.name if person else f"person #{task.user_id}"
+    where = resource.name if resource else f"resource #{task.resource_id}"
+    if task.target:
+        where += f" ({task.target})"
+    if task.action == "remove":
+        return f"Remove {who} from {where}"
+    until = f" until {grant.expires_at.strftime('%d %b %H:%M')} UTC" if grant and grant.expires_at else ""
+    return f"Add {who} to {where}{until}"
+
+
+def reminder_for(session: Session, task_id: int, round_: int) -> list[dict[str, object]]:
+    """The messages a manual task sends: to its assignees when it appears (round 0) and at each
+    reminder, and to the admins as well from the second reminder on (escalation)."""
+    task = session.get(FulfilmentTask, task_id)
+    assert task is not None
+    if task.status != TaskStatus.waiting:
+        return []
+    people = {p.email: p for p in assignees(session, task)}
+    if round_ >= 2:
+        people.update({p.email: p for p in admins(session)})
+    request_id = session.scalar(sa.select(Grant.request_id).where(Grant.id == task.grant_id))
+    what = describe(session, task)
+    event = f"task.{task.id}." + ("assigned" if round_ == 0 else f"reminder.{round_}")
+    subject = what if round_ == 0 else f"Reminder: {what[0].lower()}{what[1:]}"
+    body = (f"{what}.\n\nMark it done (or say why it cannot be done) on its task page: /tasks/{task.id}"
+            + ("" if round_ < 2 else f"\n\nThis task has waited through {round_} reminders."))
+    return [{"request_id": request_id, "event": event, "recipient": email, "subject": subject, "body": body,
+             "link": f"/tasks/{task.id}"} for email in sorted(people)]
