@@ -242,7 +242,7 @@ def people(database: Database) -> dict[str, "models.User"]:
 def fast_settings(settings):  # type: ignore[no-untyped-def]
     return settings.model_copy(update={
         "notify_retry_interval_seconds": 0.05, "grant_reminder_min_seconds": 2, "grant_reminder_before_seconds": 1,
-        "agent_retry_first_seconds": 0.1, "agent_retry_max_seconds": 0.5,
+        "agent_retry_first_seconds": 0.1, "agent_retry_max_seconds": 0.5, "task_remind_seconds": 1.0,
     })
 
 

@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from dbos import DBOS, SetWorkflowID
 
 from support.access import REASON, make_agent, make_resource, status_of, submit
-from support.pg_roles import PG_SERVER, create_login, group_role, members_of, pg_server_up
+from support.pg_roles import PG_SERVER, create_login, drop_role, group_role, members_of, pg_server_up
+from support.scim_server import ScimServer
 from support.slapd import GROUPS, Slapd, available
 from support.waiting import wait_for
 from support.web import post_form
@@ -150,3 +151,124 @@ def test_a_directory_that_is_down_is_retried_until_it_is_back(clients, database:
         "grant.created", "grant.active", "grant.revoked", "grant.removed"], "each change once"
     with database.session() as session:
         assert session.get(Agent, agent_id).healthy is True  # type: ignore[union-attr]
+
+
+def task_ids(database: Database, grant_id: int) -> list[int]:
+    return [t.id for t in tasks_of(database, grant_id)]  # type: ignore[misc]
+
+
+def sent_to(database: Database, event_part: str) -> set[str]:
+    with database.session() as session:
+        return set(session.scalars(sa.select(Notification.recipient).where(
+            Notification.dedup_key.like(f"%{event_part}%"))))  # type: ignore[attr-defined]
+
+
+def test_a_manual_task_waits_for_its_assignee_and_reminds_then_escalates(clients, database: Database,  # type: ignore[no-untyped-def]
+                                                                         people) -> None:
+    agent_id = make_agent(database, "manual", {"assignees": "approver@example.com"})
+    resource_id = make_resource(database, people, "aws-production", agent_id=agent_id, target="Admins group")
+    request_id = submit(clients["member"], resource_id)
+    assert post_form(clients["approver2"], f"/requests/{request_id}/approve").status_code == 303
+    grant_id = wait_for(lambda: grant_of(database, request_id).id if _has_grant(database, request_id) else None,
+                        what="the grant")
+    task_id = wait_for(lambda: (task_ids(database, grant_id) or [None])[0], what="the add task")
+    wait_for(lambda: tasks_of(database, grant_id)[0].status == "waiting", what="the task waiting for a person")
+    assert state_of(database, request_id) == "provisioning"
+    to_do = clients["approver"].get("/tasks")
+    assert f"/tasks/{task_id}" in to_do.text and "Add Mo Member to aws-production (Admins group)" in to_do.text
+    assert f"/tasks/{task_id}" not in clients["approver2"].get("/tasks").text, "not theirs to do"
+    assert clients["member"].get(f"/tasks/{task_id}").status_code == 200, "the holder may follow it"
+    assert post_form(clients["member"], f"/tasks/{task_id}/done").status_code == 403
+    # Told when it appears, reminded, and from the second reminder on the admins hear of it too.
+    wait_for(lambda: "approver@example.com" in sent_to(database, f"task.{task_id}.assigned"), what="the assignee told")
+    wait_for(lambda: "admin@example.com" in sent_to(database, f"task.{task_id}.reminder.2"), timeout=20,
+             what="the escalation to the admins")
+    assert "admin@example.com" not in sent_to(database, f"task.{task_id}.reminder.1")
+
+    assert post_form(clients["approver"], f"/tasks/{task_id}/done", {"note": "added in the console"}).status_code == 303
+    wait_for(lambda: state_of(database, request_id) == "active", what="the grant active once the person is done")
+    assert post_form(clients["approver"], f"/tasks/{task_id}/done").status_code == 409, "done once"
+    page = clients["member"].get(f"/requests/{request_id}").text
+    assert 'aria-current="step" data-stage="active"' in page
+
+    assert post_form(clients["admin"], f"/grants/{grant_id}/revoke").status_code == 303
+    remove_id = wait_for(lambda: task_ids(database, grant_id)[1:] and task_ids(database, grant_id)[1],
+                         what="the remove task")
+    wait_for(lambda: tasks_of(database, grant_id)[1].status == "waiting", what="the removal waiting for a person")
+    assert post_form(clients["approver"], f"/tasks/{remove_id}/cant", {"note": "x"}).status_code == 422
+    assert post_form(clients["approver"], f"/tasks/{remove_id}/cant",
+                     {"note": "The console is down"}).status_code == 303
+    failed = tasks_of(database, grant_id)[1]
+    assert failed.status == "failed" and failed.last_error == "The console is down"
+    assert state_of(database, request_id) == "ending", "a removal that failed stays open"
+    assert post_form(clients["admin"], f"/tasks/{remove_id}/resolve",
+                     {"note": "Removed by hand after the outage"}).status_code == 303
+    wait_for(lambda: state_of(database, request_id) == "removed", what="the grant removed once resolved")
+    history = clients["admin"].get(f"/tasks/{remove_id}").text
+    assert "task.failed" in history and "task.done" in history
+
+
+def _has_grant(database: Database, request_id: int) -> bool:
+    with database.session() as session:
+        return session.scalar(sa.select(Grant.id).where(Grant.request_id == request_id)) is not None
+
+
+def test_a_refusal_fails_the_task_loudly_until_someone_retries(clients, database: Database, people,  # type: ignore[no-untyped-def]
+                                                              pg_group: str) -> None:
+    login = f"gh_late_{uuid.uuid4().hex[:6]}"
+    agent_id = make_agent(database, "postgres", {**PG_SERVER, "login_template": login})
+    resource_id = make_resource(database, people, auto_approve=True, agent_id=agent_id, target=pg_group)
+    request_id = submit(clients["member"], resource_id)
+    grant_id = grant_of(database, request_id).id
+    wait_for(lambda: tasks_of(database, grant_id)[0].status == "failed", what="the task failed")  # type: ignore[arg-type]
+    task = tasks_of(database, grant_id)[0]  # type: ignore[arg-type]
+    assert f"no login '{login}'" in (task.last_error or "") and task.attempts == 1, "a refusal is not retried"
+    with database.session() as session:
+        assert session.get(Agent, agent_id).healthy is False  # type: ignore[union-attr]
+        assert session.scalars(sa.select(ErrorRecord).where(ErrorRecord.source == "agent")).one()
+    admin_page = clients["admin"].get("/tasks").text
+    assert f"/tasks/{task.id}" in admin_page and "no login" in admin_page
+    assert f"/tasks/{task.id}" not in clients["approver"].get("/tasks").text
+    assert post_form(clients["approver"], f"/tasks/{task.id}/retry").status_code == 404, "not theirs to see"
+    create_login(login)  # someone fixed the cause
+    try:
+        assert post_form(clients["admin"], f"/tasks/{task.id}/retry").status_code == 303
+        wait_for(lambda: state_of(database, request_id) == "active", what="active after the retry")
+        assert members_of(pg_group) == {login}
+        assert post_form(clients["admin"], f"/tasks/{task.id}/retry").status_code == 409
+    finally:
+        drop_role(login)
+
+
+def test_deactivating_a_person_removes_their_access_through_the_agent(clients, database: Database, people,  # type: ignore[no-untyped-def]
+                                                                     pg_group: str) -> None:
+    agent_id = make_agent(database, "postgres", {**PG_SERVER, "login_template": "gh_{local}"})
+    resource_id = make_resource(database, people, auto_approve=True, agent_id=agent_id, target=pg_group)
+    request_id = submit(clients["member"], resource_id, "30d")
+    wait_for(lambda: members_of(pg_group) == {"gh_member"}, what="the role granted")
+    response = post_form(clients["admin"], f"/admin/users/{people['member'].id}/active", {"active": "false"})
+    assert response.status_code == 303
+    wait_for(lambda: members_of(pg_group) == set(), timeout=20, what="the role revoked after the deactivation")
+    wait_for(lambda: state_of(database, request_id) == "removed", what="the grant removed")
+    grant = grant_of(database, request_id)
+    with database.session() as session:
+        reason = session.scalar(sa.select(AuditEvent.details).where(AuditEvent.subject == f"grant:{grant.id}",
+                                                                   AuditEvent.action == "grant.revoked"))
+    assert reason["reason"] == "person deactivated"  # type: ignore[index]
+
+
+def test_approval_adds_the_scim_member_and_a_revoke_removes_it(clients, database: Database, people,  # type: ignore[no-untyped-def]
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    with ScimServer() as scim:
+        monkeypatch.setenv("GATEHOUSE_TEST_SCIM_TOKEN", scim.token)
+        user_id = scim.add_user("member@example.com", "Mo Member")
+        group = scim.add_group("wiki")
+        agent_id = make_agent(database, "scim", scim.agent_config())
+        resource_id = make_resource(database, people, "wiki", auto_approve=True, agent_id=agent_id, target=group)
+        request_id = submit(clients["member"], resource_id)
+        wait_for(lambda: state_of(database, request_id) == "active", what="the grant active")
+        assert scim.members(group) == {user_id}
+        grant_id = grant_of(database, request_id).id
+        assert post_form(clients["admin"], f"/grants/{grant_id}/revoke").status_code == 303
+        wait_for(lambda: state_of(database, request_id) == "removed", what="the grant removed")
+        assert scim.members(group) == set()

@@ -17,10 +17,21 @@ from starlette.testclient import TestClient
 
 from support.web import concrete, csrf_token, personal_token, sign_in
 from webapp.core.db import Database
-from webapp.core.models import AccessRequest, Grant, ImportJob, Resource, ResourceApprover, User, utcnow
+from webapp.core.models import (
+    AccessRequest,
+    Agent,
+    FulfilmentTask,
+    Grant,
+    ImportJob,
+    Resource,
+    ResourceApprover,
+    User,
+    utcnow,
+)
 
 MARKER = "<x-gh-probe>"
 # Every state-changing route and the fields its form reads. None: nothing to fuzz (it takes no input).
+AGENT_FIELDS = ["name", "kind", "settings", "concurrency", "rate_limit", "rate_period_seconds", "drift_interval_minutes"]
 FORMS: dict[tuple[str, str], list[str] | None] = {
     ("POST", "/login"): ["email", "password", "next"],
     ("POST", "/logout"): None,
@@ -31,15 +42,23 @@ FORMS: dict[tuple[str, str], list[str] | None] = {
     ("POST", "/account/tokens"): ["name", "scopes", "days"],
     ("POST", "/account/tokens/{token_id:int}/revoke"): [],
     ("POST", "/grants/{grant_id:int}/revoke"): ["note"],
+    ("POST", "/tasks/{task_id:int}/done"): ["note"],
+    ("POST", "/tasks/{task_id:int}/cant"): ["note"],
+    ("POST", "/tasks/{task_id:int}/retry"): [],
+    ("POST", "/tasks/{task_id:int}/resolve"): ["note"],
     ("POST", "/admin/users"): ["email", "name", "department", "title", "role", "password", "service"],
     ("POST", "/admin/users/{user_id:int}/role"): ["role"],
     ("POST", "/admin/users/{user_id:int}/active"): ["active"],
     ("POST", "/admin/users/{user_id:int}/tokens"): ["name", "scopes", "days"],
     ("POST", "/admin/users/{user_id:int}/tokens/{token_id:int}/revoke"): [],
     ("POST", "/admin/resources"): ["name", "kind", "description", "approvals_required", "max_duration",
-                                   "pending_ttl_hours", "auto_approve", "approvers"],
+                                   "pending_ttl_hours", "auto_approve", "approvers", "agent_id", "target",
+                                   "drift_policy"],
     ("POST", "/admin/resources/{resource_id:int}"): ["name", "kind", "description", "approvals_required",
                                                      "max_duration", "pending_ttl_hours", "auto_approve", "approvers"],
+    ("POST", "/admin/agents"): AGENT_FIELDS,
+    ("POST", "/admin/agents/{agent_id:int}"): AGENT_FIELDS,
+    ("POST", "/admin/agents/{agent_id:int}/check"): [],
     ("POST", "/admin/import"): ["source", "count", "seed", "chunk_size", "nat", "create_users", "form_key"],
     ("POST", "/admin/import/{job_id:int}/cancel"): [],
     ("POST", "/admin/import/{job_id:int}/resume"): [],
@@ -64,6 +83,9 @@ QUERIES: dict[str, list[str]] = {
     "/notifications": ["channel", "status"],
     "/login": ["next"],
     "/admin/users": ["q", "page"],
+    "/tasks": ["status", "page"],
+    "/admin/agents": ["fragment"],
+    "/admin/agents/{agent_id:int}": ["fragment"],
     "/admin/import": ["status"],
     "/errors": ["source", "before"],
     "/ops/workflows": ["status", "name", "queue", "prefix", "request", "job", "since", "until", "page"],
@@ -129,8 +151,15 @@ def admin_client(client: TestClient, people, database: Database) -> tuple[TestCl
         job = ImportJob(source="fuzz.json", source_kind="file", count=1, seed="fuzz", chunk_size=1, page_size=1,
                         status="finished", workflow_id="fuzz-import")
         session.add(job)
+        agent = Agent(name="fuzz-desk", kind="manual", settings={})
+        session.add(agent)
         session.flush()
-        ids = {"user_id": people["member"].id, "token_id": token.id, "resource_id": resource.id,
+        # A finished task: every action is parsed, then refused with a 409 that changes nothing.
+        task = FulfilmentTask(grant_id=grant.id, action="add", agent_id=agent.id, resource_id=resource.id,
+                              user_id=people["member"].id, target="", status="done", workflow_id="fuzz-task")
+        session.add(task)
+        session.flush()
+        ids = {"task_id": task.id, "agent_id": agent.id, "user_id": people["member"].id, "token_id": token.id, "resource_id": resource.id,
                "request_id": request.id, "grant_id": grant.id, "job_id": job.id,
                "workflow_id": "fuzz-request",  # not a DBOS workflow: forms are parsed, then a 404
                "schedule": "sweep", "executor_id": "gone-executor", "count": 100_000}

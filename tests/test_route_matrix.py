@@ -40,6 +40,12 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("POST", "/account/tokens"): Access.member,
     ("POST", "/account/tokens/{token_id:int}/revoke"): Access.member,
     ("GET", "/approvals"): Access.approver,
+    ("GET", "/tasks"): Access.member,
+    ("GET", "/tasks/{task_id:int}"): Access.member,  # no such task here: a 404 for everyone signed in
+    ("POST", "/tasks/{task_id:int}/done"): Access.member,  # no such task: a 404 (assignees and admins: tests/test_fulfilment.py)
+    ("POST", "/tasks/{task_id:int}/cant"): Access.member,
+    ("POST", "/tasks/{task_id:int}/retry"): Access.member,
+    ("POST", "/tasks/{task_id:int}/resolve"): Access.member,
     ("GET", "/notifications"): Access.admin,
     ("GET", "/admin/users"): Access.admin,
     ("POST", "/admin/users"): Access.admin,
@@ -53,6 +59,11 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/admin/resources/{resource_id:int}"): Access.admin,
     ("POST", "/admin/resources/{resource_id:int}"): Access.admin,
     ("GET", "/admin/resources/{resource_id:int}/access"): Access.admin,
+    ("GET", "/admin/agents"): Access.admin,
+    ("POST", "/admin/agents"): Access.admin,
+    ("GET", "/admin/agents/{agent_id:int}"): Access.admin,
+    ("POST", "/admin/agents/{agent_id:int}"): Access.admin,
+    ("POST", "/admin/agents/{agent_id:int}/check"): Access.admin,
     ("GET", "/errors"): Access.admin,
     ("GET", "/ops/workflows"): Access.admin,
     ("GET", "/ops/queues"): Access.admin,
@@ -133,7 +144,8 @@ def sample_ids(people, database: Database) -> dict[str, int]:  # type: ignore[no
         session.flush()
         return {"user_id": people["member"].id, "token_id": token.id, "resource_id": resource.id,  # type: ignore[dict-item]
                 "request_id": request.id, "grant_id": grant.id, "job_id": job.id,
-                "workflow_id": "matrix-request", "schedule": "sweep", "executor_id": "gone-executor", "batch_id": "batch-000000000000", "count": 1}  # type: ignore[dict-item]
+                "workflow_id": "matrix-request", "schedule": "sweep", "executor_id": "gone-executor", "batch_id": "batch-000000000000", "count": 1,
+                "task_id": 424242, "agent_id": 424242}  # type: ignore[dict-item]
 
 
 @pytest.mark.parametrize("role", [None, "member", "approver", "admin"])

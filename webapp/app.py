@@ -26,7 +26,7 @@ from webapp.core.db import Database, psycopg_url
 from webapp.core.logging_setup import configure_logging
 from webapp.live.counters import CounterCache
 from webapp.live.feed import AuditFeed
-from webapp.web import admin, api, events, health, home, ops, requests, sign_in, tokens
+from webapp.web import admin, api, events, health, home, ops, requests, sign_in, tasks, tokens
 from webapp.web.csrf import CSRFCookieMiddleware
 from webapp.web.errors import EXCEPTION_HANDLERS
 from webapp.web.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
@@ -46,6 +46,7 @@ def app_routes() -> list[BaseRoute]:
         *requests.routes,
         *events.routes,
         *tokens.routes,
+        *tasks.routes,
         *admin.routes,
         *ops.routes,
         *api.routes,

@@ -109,6 +109,8 @@ def test_every_page_passes_axe_with_a_clean_console(serve, open_page, database: 
     audit.check(member, "my requests")
     member.goto("/my/access")
     audit.check(member, "my access")
+    member.goto("/tasks")
+    audit.check(member, "my tasks (none to do)")
     member.goto("/account/tokens")
     audit.check(member, "my API tokens, with the form to issue one")
     member.goto("/requests")
@@ -175,9 +177,13 @@ def test_every_page_passes_axe_with_a_clean_console(serve, open_page, database: 
     audit.check(admin, "who had access at a time, with a bad time (400)", allow=(expected_status(400),))
     for path, label in (("/notifications", "outbox"), ("/errors", "error log"),
                         ("/audit?action=request.", "audit log, filtered"), ("/ops/workflows", "workflows"),
-                        ("/ops/queues", "queues"), ("/ops/schedules", "schedules"), ("/ops/executors", "executors")):
+                        ("/ops/queues", "queues"), ("/ops/schedules", "schedules"), ("/ops/executors", "executors"),
+                        ("/tasks", "tasks"), ("/admin/agents", "agents")):
         admin.goto(path)
         audit.check(admin, label)
+    admin.page.get_by_role("link", name="finance-service-desk").click()
+    admin.page.wait_for_url(re.compile(r"/admin/agents/\d+$"))
+    audit.check(admin, "one agent")
     admin.goto("/ops/schedules")
     admin.page.get_by_role("button", name="Pause schedule sweep").click()  # htmx swaps the table
     admin.page.get_by_role("button", name="Resume schedule sweep").wait_for()

@@ -33,6 +33,7 @@ from webapp.core.models import (
 )
 from webapp.services.catalog import approvers_of
 from webapp.services.identity import Principal
+from webapp.services.tasks import TaskRow, tasks_of_grant
 
 DecisionKind = Literal["approve", "reject", "cancel"]
 
@@ -295,6 +296,7 @@ class RequestView:
     approvals: list[ApprovalRow]
     grant: Grant | None
     history: list[AuditEvent]
+    tasks: list[TaskRow] = field(default_factory=list)  # the grant's fulfilment tasks
     can_decide: bool = False
     can_cancel: bool = False
     can_revoke: bool = False
@@ -311,7 +313,9 @@ def request_view(session: Session, principal: Principal, request_id: int) -> Req
         .order_by(Approval.id)
     ).all()
     grant = session.scalar(sa.select(Grant).where(Grant.request_id == request_id))
-    subjects = [f"request:{request_id}"] + ([f"grant:{grant.id}"] if grant else [])
+    tasks = tasks_of_grant(session, grant.id) if grant else []  # type: ignore[arg-type]
+    subjects = ([f"request:{request_id}"] + ([f"grant:{grant.id}"] if grant else [])
+                + [f"task:{row.task.id}" for row in tasks])
     history = list(session.scalars(sa.select(AuditEvent).where(AuditEvent.subject.in_(subjects))  # type: ignore[attr-defined]
                                    .order_by(AuditEvent.id)).all())
     approvers = approvers_of(session, request.resource_id)
@@ -319,7 +323,7 @@ def request_view(session: Session, principal: Principal, request_id: int) -> Req
     view = RequestView(
         request=request, requester=session.get(User, request.requester_id),  # type: ignore[arg-type]
         resource=session.get(Resource, request.resource_id), approvers=approvers,  # type: ignore[arg-type]
-        approvals=[ApprovalRow(*row) for row in approvals], grant=grant, history=history,
+        approvals=[ApprovalRow(*row) for row in approvals], grant=grant, history=history, tasks=tasks,
         can_decide=pending and may_decide(session, principal, request),
         can_cancel=may_cancel(principal, requester_id=request.requester_id, status=request.status),
         can_revoke=principal.is_admin and grant is not None and grant.revoked_at is None,

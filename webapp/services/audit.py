@@ -81,6 +81,10 @@ class Action(StrEnum):
     # resource:<id>
     RESOURCE_CREATED = "resource.created"
     RESOURCE_UPDATED = "resource.updated"
+    # agent:<id>
+    AGENT_CREATED = "agent.created"
+    AGENT_UPDATED = "agent.updated"
+    AGENT_CHECKED = "agent.checked"  # a connection test, and what it found
     # import:<id>
     IMPORT_STARTED = "import.started"
     IMPORT_RESUMED = "import.resumed"

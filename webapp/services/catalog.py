@@ -7,8 +7,11 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from webapp.core.models import Resource, ResourceApprover, Role, User
+from webapp.core.models import Agent, DriftPolicy, Resource, ResourceApprover, Role, User
 from webapp.services.audit import Action, record_event
+
+MANUAL_AGENT = "manual"  # a person does the work: no target system to name
+TARGET_MAX = 500
 
 
 class CatalogError(ValueError):
@@ -25,6 +28,10 @@ class ResourceChanges:
     pending_ttl_seconds: int
     auto_approve: bool
     approver_ids: list[int]
+    # Where a grant takes effect: None keeps grants inside Gatehouse (active at once).
+    agent_id: int | None = None
+    target: str = ""  # the role, group DN or SCIM group id in the agent's system
+    drift_policy: str = DriftPolicy.report
 
 
 def approvers_of(session: Session, resource_id: int) -> list[User]:
@@ -43,6 +50,11 @@ def list_resources(session: Session) -> list[tuple[Resource, list[User]]]:
     for resource_id, user in rows:
         by_resource.setdefault(resource_id, []).append(user)
     return [(r, by_resource.get(r.id, [])) for r in resources]  # type: ignore[arg-type]
+
+
+def agent_choices(session: Session) -> list[Agent]:
+    """Every agent a resource may use, by name."""
+    return list(session.scalars(sa.select(Agent).order_by(Agent.name)).all())
 
 
 def possible_approvers(session: Session) -> list[User]:
@@ -65,6 +77,22 @@ def _validate(session: Session, changes: ResourceChanges, resource_id: int | Non
             f"{changes.approvals_required} approvals are required but only "
             f"{len(set(changes.approver_ids))} approvers are chosen."
         )
+    _validate_agent(session, changes)
+
+
+def _validate_agent(session: Session, changes: ResourceChanges) -> None:
+    """An agent that exists, and a target wherever a system (not a person) does the work."""
+    if changes.drift_policy not in set(DriftPolicy):
+        raise CatalogError(f"Drift must be one of: {', '.join(DriftPolicy)}.")
+    if len(changes.target) > TARGET_MAX:
+        raise CatalogError(f"The target is too long: at most {TARGET_MAX} characters.")
+    if changes.agent_id is None:
+        return
+    agent = session.get(Agent, changes.agent_id)
+    if agent is None:
+        raise CatalogError("Choose an agent from the list.")
+    if agent.kind != MANUAL_AGENT and not changes.target.strip():
+        raise CatalogError(f"Name the target in {agent.name}: the role, group DN or SCIM group id to manage.")
 
 
 def save_resource(session: Session, changes: ResourceChanges, *, resource: Resource | None,
@@ -82,6 +110,9 @@ def save_resource(session: Session, changes: ResourceChanges, *, resource: Resou
     resource.max_duration_seconds = changes.max_duration_seconds
     resource.pending_ttl_seconds = changes.pending_ttl_seconds
     resource.auto_approve = changes.auto_approve
+    resource.agent_id = changes.agent_id
+    resource.target = changes.target.strip()
+    resource.drift_policy = changes.drift_policy
     session.flush()
     session.execute(sa.delete(ResourceApprover).where(ResourceApprover.resource_id == resource.id))
     for user_id in sorted(set(changes.approver_ids)):
@@ -89,5 +120,7 @@ def save_resource(session: Session, changes: ResourceChanges, *, resource: Resou
     record_event(session, actor=actor, actor_id=actor_id,
                  action=Action.RESOURCE_CREATED if created else Action.RESOURCE_UPDATED, subject=f"resource:{resource.id}",
                  details={"name": changes.name, "approvers": sorted(set(changes.approver_ids)),
-                          "approvals_required": changes.approvals_required, "auto_approve": changes.auto_approve})
+                          "approvals_required": changes.approvals_required, "auto_approve": changes.auto_approve,
+                          "agent_id": changes.agent_id, "target": changes.target.strip(),
+                          "drift_policy": str(changes.drift_policy)})
     return resource

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from webapp.core.models import (
     AccessRequest,
+    Agent,
     Approval,
     Decision,
     Grant,
@@ -175,6 +176,7 @@ def seed_demo(session: Session, *, now: datetime | None = None, password: str = 
         record_event(session, actor="seed", action=Action.RESOURCE_CREATED, subject=f"resource:{resources[name].id}",
                      details={"name": name, "approvers": [users[a].email for a in approvers]})
 
+    _seed_agents(session, now, users, resources)
     _seed_history(session, rng, now, users, resources)
     _seed_team_access(session, rng, now, users, resources)
     session.flush()
@@ -287,6 +289,21 @@ def _approve(session: Session, request: AccessRequest, resource: Resource, appro
         request.updated_at = ended
         record_event(session, actor="workflow", action=Action.GRANT_REVOKED, subject=f"grant:{grant.id}",
                      details={"request": request.id, "early": status == RequestStatus.revoked})
+
+
+# Resources whose grants a person carries out (a manual agent): each new grant becomes a task
+# on /tasks for the resource's owner, so fulfilment is at work after `make run` with no set-up.
+MANUAL_TARGETS = {"payroll": "Payroll admin console: HR role", "netsuite": "NetSuite role: AP clerk"}
+
+
+def _seed_agents(session: Session, now: datetime, users: dict[str, User], resources: dict[str, Resource]) -> None:
+    desk = Agent(name="finance-service-desk", kind="manual", settings={}, created_at=now - timedelta(days=100))
+    session.add(desk)
+    session.flush()
+    for name, target in MANUAL_TARGETS.items():
+        resources[name].agent_id, resources[name].target = desk.id, target
+    record_event(session, actor="seed", action=Action.AGENT_CREATED, subject=f"agent:{desk.id}",
+                 details={"name": desk.name, "kind": desk.kind, "resources": sorted(MANUAL_TARGETS)})
 
 
 def _close(session: Session, request: AccessRequest, status: str, at: datetime,

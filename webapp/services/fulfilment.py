@@ -208,7 +208,7 @@ def note_failure(session: Session, task_id: int, error: str, *, transient: bool,
     if new:
         session.add(ErrorRecord(source=ERROR_SOURCE, workflow_id=workflow_id,
                                 message={"task": task.id, "action": task.action, "target": task.target,
-                                         "transient": transient, "message": error}))
+                                         "transient": transient, "error": error}))
     if not transient:
         record_event(session, actor="workflow", action=Action.TASK_FAILED, subject=f"task:{task.id}",
                      details={"action": task.action, "error": error})

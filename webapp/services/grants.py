@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from webapp.core.models import AuditEvent, Grant, Resource
+from webapp.core.models import AuditEvent, Grant, Resource, User
 from webapp.services.audit import Action, record_event
 
 EXPIRING_WINDOW = timedelta(hours=24)  # the dashboard's "expiring soon" (webapp.services.overview.SOON)
@@ -62,3 +62,10 @@ def announce_expiring(session: Session, moment: datetime, *, settled: timedelta,
         record_event(session, actor="sweep", action=Action.GRANT_EXPIRING, subject=f"grant:{grant_id}",
                      details={"expires_at": expires_at.isoformat(), "user_id": user_id})
     return len(long_ones)
+
+
+def held_by_inactive(session: Session, *, limit: int) -> list[int]:
+    """Grants not yet ended whose holder was deactivated: the sweep ends them through their agents."""
+    return list(session.scalars(
+        sa.select(Grant.id).join(User, User.id == Grant.user_id)
+        .where(Grant.revoked_at.is_(None), ~User.active).order_by(Grant.id).limit(limit)))  # type: ignore[union-attr]

@@ -11,13 +11,24 @@ pages check the same rule first (`check_message`), so a refusal reads the same e
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Literal, TypedDict
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from webapp.core.errors import Refusal
-from webapp.core.models import OPEN_TASK_STATUSES, Agent, FulfilmentTask, Grant, Resource, Role, TaskStatus, User
+from webapp.core.models import (
+    OPEN_TASK_STATUSES,
+    Agent,
+    AuditEvent,
+    FulfilmentTask,
+    Grant,
+    Resource,
+    Role,
+    TaskStatus,
+    User,
+)
 from webapp.services import fulfilment
 from webapp.services.fulfilment import MANUAL
 from webapp.services.identity import Principal
@@ -159,3 +170,80 @@ def reminder_for(session: Session, task_id: int, round_: int) -> list[dict[str, 
             + ("" if round_ < 2 else f"\n\nThis task has waited through {round_} reminders."))
     return [{"request_id": request_id, "event": event, "recipient": email, "subject": subject, "body": body,
              "link": f"/tasks/{task.id}"} for email in sorted(people)]
+
+
+# Reading -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TaskRow:
+    """A task as the lists and its page show it."""
+
+    task: FulfilmentTask
+    what: str  # "Add Jamal Carter to aws-production until ..."
+    person: str
+    resource: str
+    agent: str
+    agent_kind: str
+    request_id: int | None
+
+
+PAGE_SIZE = 50
+
+
+def _rows(session: Session, tasks: list[FulfilmentTask]) -> list[TaskRow]:
+    agents = {a.id: a for a in session.scalars(sa.select(Agent).where(Agent.id.in_({t.agent_id for t in tasks})))}  # type: ignore[union-attr]
+    requests = {grant_id: request_id for grant_id, request_id in session.execute(
+        sa.select(Grant.id, Grant.request_id).where(Grant.id.in_({t.grant_id for t in tasks})))}  # type: ignore[union-attr]
+    rows = []
+    for task in tasks:
+        person = session.get(User, task.user_id)
+        resource = session.get(Resource, task.resource_id)
+        agent = agents.get(task.agent_id)
+        rows.append(TaskRow(task=task, what=describe(session, task), person=person.name if person else "",
+                            resource=resource.name if resource else "", agent=agent.name if agent else "",
+                            agent_kind=agent.kind if agent else "", request_id=requests.get(task.grant_id)))
+    return rows
+
+
+def to_do(session: Session, principal: Principal) -> list[TaskRow]:
+    """Open tasks this person may act on, oldest first: every open one for an admin; a manual
+    one they are an assignee of, for anyone else."""
+    query = sa.select(FulfilmentTask).where(FulfilmentTask.status.in_(OPEN_TASK_STATUSES))  # type: ignore[attr-defined]
+    if not principal.is_admin:
+        query = query.join(Agent, Agent.id == FulfilmentTask.agent_id).where(Agent.kind == MANUAL)
+    tasks = [t for t in session.scalars(query.order_by(FulfilmentTask.id).limit(1000))
+             if principal.is_admin or any(p.id == principal.id for p in assignees(session, t))]
+    return _rows(session, tasks[:PAGE_SIZE * 4])
+
+
+def all_tasks(session: Session, *, status: str = "", page: int = 1) -> tuple[list[TaskRow], int]:
+    """Every task, newest first, optionally of one status; a page of them and the total."""
+    query = sa.select(FulfilmentTask)
+    if status:
+        query = query.where(FulfilmentTask.status == status)
+    total = session.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
+    tasks = list(session.scalars(query.order_by(FulfilmentTask.id.desc())  # type: ignore[union-attr]
+                                 .limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)))
+    return _rows(session, tasks), total
+
+
+def tasks_of_grant(session: Session, grant_id: int) -> list[TaskRow]:
+    return _rows(session, list(session.scalars(sa.select(FulfilmentTask).where(FulfilmentTask.grant_id == grant_id)
+                                               .order_by(FulfilmentTask.id))))
+
+
+@dataclass
+class TaskView:
+    row: TaskRow
+    history: list[AuditEvent]
+    actions: list[str] = field(default_factory=list)  # what this viewer may send now
+
+
+def task_view(session: Session, principal: Principal, task_id: int) -> TaskView:
+    task = session.get(FulfilmentTask, task_id)
+    if task is None or not may_view(session, principal, task):
+        raise TaskError(404, f"No task #{task_id}.")
+    history = list(session.scalars(sa.select(AuditEvent).where(AuditEvent.subject == f"task:{task_id}")
+                                   .order_by(AuditEvent.id)))
+    actions = [kind for kind in PEOPLE_KINDS if refusal(session, principal, task, kind) is None]
+    return TaskView(row=_rows(session, [task])[0], history=history, actions=actions)

@@ -261,17 +261,21 @@ def _expire(facts: RequestFacts, grant: GrantFacts) -> None:
                         f"Your time-bound access to {facts['resource']} has ended. Request it again if you need it.")
 
 
+def revoke_workflow_id(grant_id: int) -> str:
+    return f"revoke-grant-{grant_id}"
+
+
 @DBOS.workflow()
-def revoke_grant_workflow(grant_id: int, actor_id: int, note: str, access_workflow_id: str | None,
-                          facts: MessageFacts, token_id: int | None = None) -> bool:
-    """An early revoke: end the grant, start its removal, tell the holder, and wake the access
-    workflow. The removal goes on by itself (it may wait for a target that is down, or for a
-    person): the operator's page does not wait for it."""
-    ended = end_grant(grant_id, "revoked early", actor_id, note, token_id)
+def revoke_grant_workflow(grant_id: int, actor_id: int | None, note: str, access_workflow_id: str | None,
+                          facts: MessageFacts, token_id: int | None = None, reason: str = "revoked early") -> bool:
+    """An early revoke (by an admin, or by the sweep for a deactivated person): end the grant,
+    start its removal, tell the holder, and wake the access workflow. The removal goes on by
+    itself (it may wait for a target that is down, or for a person): nobody waits for it here."""
+    ended = end_grant(grant_id, reason, actor_id, note, token_id)
     revoked = ended["ended"]
     if ended["task"]:
         _start_task(ended["task"], None)
-    if revoked:
+    if revoked and actor_id is not None:  # a deactivated person is not told
         _tell_requester(facts, "grant.revoked", f"Your access to {facts['resource']} was revoked",
                         f"An administrator revoked your access to {facts['resource']}."
                         + (f"\n\nReason: {note}" if note else ""))
@@ -346,7 +350,7 @@ async def revoke(database: Database, principal: Principal, grant_id: int, note: 
     sleeper = target["access_workflow_id"]
     if sleeper and not await is_known(sleeper):
         sleeper = None  # imported history (the demo seed) has no workflow to wake
-    handle = await start_workflow(f"revoke-grant-{grant_id}", revoke_grant_workflow, grant_id, principal.id, note,
+    handle = await start_workflow(revoke_workflow_id(grant_id), revoke_grant_workflow, grant_id, principal.id, note,
                                   sleeper, target["facts"], principal.token_id)
     await in_thread(handle.get_result)
     return target["facts"]["request_id"]

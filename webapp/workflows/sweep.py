@@ -11,7 +11,11 @@
   to begin with are not announced: they were "ending soon" from the start (and the
   request's workflow sends its own reminder before the end).
 
-Both write audit events, so they reach browsers through the same live feed as every
+- It ends the grants of people who were deactivated, each through revoke_grant_workflow
+  (so their agents remove the access): deactivating commits at once, and the next tick,
+  in this process or another after a crash, carries it out.
+
+All write audit events, so they reach browsers through the same live feed as every
 other change.
 """
 
@@ -20,10 +24,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from dbos import DBOS
+from dbos import DBOS, SetWorkflowID
 
 from webapp.services import access_changes, grants
+from webapp.services.access import AccessError, RevokeTarget, check_revoke
 from webapp.services.access_changes import Overdue
+from webapp.workflows.access import revoke_grant_workflow, revoke_workflow_id
 from webapp.workflows.datasource import datasource
 
 WAITING = {"PENDING", "ENQUEUED"}
@@ -59,16 +65,38 @@ def announce_expiring(now: str) -> int:
     return grants.announce_expiring(datasource.session(), datetime.fromisoformat(now), settled=GRACE, limit=BATCH)
 
 
+@datasource.transaction()
+def grants_to_end() -> list[tuple[int, RevokeTarget]]:
+    """The grants of deactivated people, with what revoking each needs."""
+    found = []
+    for grant_id in grants.held_by_inactive(datasource.session(), limit=BATCH):
+        try:
+            found.append((grant_id, check_revoke(datasource.session(), grant_id)))
+        except AccessError:  # ended meanwhile
+            continue
+    return found
+
+
+def _end_grants_of_deactivated() -> int:
+    ending = grants_to_end()
+    for grant_id, target in ending:
+        with SetWorkflowID(revoke_workflow_id(grant_id)):  # an early revoke under way is joined, not repeated
+            DBOS.start_workflow(revoke_grant_workflow, grant_id, None, "", target["access_workflow_id"],
+                                target["facts"], None, "person deactivated")
+    return len(ending)
+
+
 @DBOS.workflow()
 def sweep_workflow(scheduled_at: datetime, context: Any) -> dict[str, int]:
     """One tick: expire the overdue requests whose workflow is gone; announce grants that
-    are about to end."""
+    are about to end; end the grants of deactivated people."""
     moment = scheduled_at if scheduled_at.tzinfo else scheduled_at.replace(tzinfo=UTC)
     announced = announce_expiring(moment.isoformat())
+    deactivated = _end_grants_of_deactivated()
     overdue = overdue_requests((moment - GRACE).isoformat())
     if not overdue:
-        return {"overdue": 0, "expired": 0, "announced": announced}
+        return {"overdue": 0, "expired": 0, "announced": announced, "deactivated": deactivated}
     waiting = set(DBOS.run_step({"name": "sweep.waiting_workflows"}, waiting_workflows,
                                 [r["workflow_id"] for r in overdue]))
     expired = sum(1 for r in overdue if r["workflow_id"] not in waiting and expire_orphan(r["id"]))
-    return {"overdue": len(overdue), "expired": expired, "announced": announced}
+    return {"overdue": len(overdue), "expired": expired, "announced": announced, "deactivated": deactivated}

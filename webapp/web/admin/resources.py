@@ -16,7 +16,7 @@ from starlette.responses import RedirectResponse, Response
 
 from webapp.core.durations import DURATIONS, LABELS, duration_key
 from webapp.core.forms import FormInvalid, FormModel, parse_form, plain_int
-from webapp.core.models import Resource, ResourceKind, User, utcnow
+from webapp.core.models import Agent, DriftPolicy, Resource, ResourceKind, User, utcnow
 from webapp.services import catalog
 from webapp.services.access_history import AccessAt, AccessAtQuery, holders_at
 from webapp.services.request_table import request_url
@@ -35,6 +35,16 @@ class ResourceForm(FormModel):
     max_duration: str = "permanent"
     pending_ttl_hours: int = Field(default=72, ge=1, le=24 * 90)
     auto_approve: bool = False
+    agent_id: str = ""  # empty: no agent (grants take effect inside Gatehouse)
+    target: Annotated[str, StringConstraints(max_length=catalog.TARGET_MAX)] = ""
+    drift_policy: DriftPolicy = DriftPolicy.report
+
+    @field_validator("agent_id")
+    @classmethod
+    def _an_id(cls, value: str) -> str:
+        if value and plain_int(value, max_digits=9) is None:
+            raise ValueError("Choose an agent from the list.")
+        return value
 
     @field_validator("max_duration")
     @classmethod
@@ -46,8 +56,13 @@ class ResourceForm(FormModel):
 
 # Resources ---------------------------------------------------------------------------------
 
-def _resource_choices() -> dict[str, Any]:
-    return {"kinds": list(ResourceKind), "durations": [(k, LABELS[k]) for k in DURATIONS]}
+def _resource_choices(agents: list[Agent]) -> dict[str, Any]:
+    return {"kinds": list(ResourceKind), "durations": [(k, LABELS[k]) for k in DURATIONS],
+            "agent_options": [("", "None: grants take effect in Gatehouse only")]
+                             + [(str(a.id), f"{a.name} ({a.kind})") for a in agents],
+            "agent_names": {a.id: a.name for a in agents},
+            "drift_options": [(DriftPolicy.report.value, "Report differences"),
+                              (DriftPolicy.correct.value, "Correct differences (remove extra members, add missing)")]}
 
 
 async def resources_page(request: Request) -> Response:
@@ -58,14 +73,14 @@ async def resources_page(request: Request) -> Response:
 async def _resources_response(request: Request, *, status_code: int = 200, errors: dict[str, str] | None = None,
                               values: dict[str, Any] | None = None, error: str | None = None,
                               approver_ids: list[int] | None = None) -> Response:
-    def load(session: Session) -> tuple[Any, list[User]]:
-        return catalog.list_resources(session), catalog.possible_approvers(session)
+    def load(session: Session) -> tuple[Any, list[User], list[Agent]]:
+        return catalog.list_resources(session), catalog.possible_approvers(session), catalog.agent_choices(session)
 
-    resources, candidates = await in_session(request, load)
+    resources, candidates, agents = await in_session(request, load)
     context = {"resources": resources, "candidates": candidates, "errors": errors or {}, "error": error,
                "values": values or {"kind": "app", "approvals_required": "1", "max_duration": "permanent",
-                                    "pending_ttl_hours": "72"},
-               "approver_ids": approver_ids or [], **_resource_choices()}
+                                    "pending_ttl_hours": "72", "drift_policy": "report"},
+               "approver_ids": approver_ids or [], **_resource_choices(agents)}
     return render(request, "admin_resources.html", context, block="resources_table", status_code=status_code)
 
 
@@ -81,7 +96,8 @@ def _changes(form: ResourceForm, approver_ids: list[int]) -> catalog.ResourceCha
         name=form.name, kind=form.kind, description=form.description,
         approvals_required=form.approvals_required, max_duration_seconds=DURATIONS[form.max_duration],
         pending_ttl_seconds=form.pending_ttl_hours * 3600, auto_approve=form.auto_approve,
-        approver_ids=approver_ids,
+        approver_ids=approver_ids, agent_id=int(form.agent_id) if form.agent_id else None, target=form.target,
+        drift_policy=form.drift_policy,
     )
 
 
@@ -128,22 +144,24 @@ async def _resource_response(request: Request, *, status_code: int = 200, errors
                              approver_ids: list[int] | None = None) -> Response:
     resource_id = path_id(request, "resource_id")
 
-    def load(session: Session) -> tuple[Resource, list[User], list[User]]:
+    def load(session: Session) -> tuple[Resource, list[User], list[User], list[Agent]]:
         resource = row_or_404(session, Resource, resource_id)
-        return resource, catalog.approvers_of(session, resource_id), catalog.possible_approvers(session)
+        return (resource, catalog.approvers_of(session, resource_id), catalog.possible_approvers(session),
+                catalog.agent_choices(session))
 
-    resource, approvers, candidates = await in_session(request, load)
+    resource, approvers, candidates, agents = await in_session(request, load)
     current = {
         "name": resource.name, "kind": resource.kind, "description": resource.description,
         "approvals_required": str(resource.approvals_required),
         "max_duration": duration_key(resource.max_duration_seconds) if resource.max_duration_seconds in DURATIONS.values() else "permanent",
         "pending_ttl_hours": str(resource.pending_ttl_seconds // 3600),
         "auto_approve": "on" if resource.auto_approve else "",
+        "agent_id": str(resource.agent_id or ""), "target": resource.target, "drift_policy": resource.drift_policy,
     }
     context = {"resource": resource, "candidates": candidates, "errors": errors or {}, "error": error,
                "values": values or current,
                "approver_ids": approver_ids if approver_ids is not None else [u.id for u in approvers],
-               "access_at": "", "access_errors": {}, **_resource_choices()}
+               "access_at": "", "access_errors": {}, **_resource_choices(agents)}
     return render(request, "admin_resource.html", context, block="resource_form", status_code=status_code)
 
 

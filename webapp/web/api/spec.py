@@ -29,7 +29,7 @@ from starlette.schemas import BaseSchemaGenerator
 
 from webapp.config import Settings
 from webapp.core.forms import FormModel
-from webapp.core.models import Decision, RequestStatus
+from webapp.core.models import Decision, GrantState, RequestStatus, TaskStatus
 from webapp.services.access_history import AccessAtQuery
 from webapp.services.logs import AuditQuery, ErrorQuery
 from webapp.services.request_table import Order, RequestQuery, RequestRow, SortKey
@@ -39,6 +39,7 @@ from webapp.web.ops.runtime import ExecutorQuery, ScheduleQuery, ScheduleRow
 from webapp.web.ops.workflows import ActionForm, WorkflowDetail, WorkflowQuery, WorkflowRow
 from webapp.web.requests.forms import DecisionForm, RejectForm, RequestForm, RevokeForm
 from webapp.web.security import Access
+from webapp.web.tasks import NoteForm, ReasonForm, TaskListQuery
 
 OPENAPI_VERSION = "3.1.0"
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
@@ -131,10 +132,68 @@ class Approval(Shape):
     counted: bool
 
 
+class GrantTask(Shape):
+    id: int
+    action: Literal["add", "remove"]
+    status: TaskStatus
+    url: str
+
+
 class Grant(Shape):
     id: int
+    state: GrantState = Field(description="active once its agent confirmed the access; removed once it is gone.")
     expires_at: datetime | None = Field(description="None: permanent.")
     revoked_at: datetime | None
+    tasks: list[GrantTask] = Field(description="The fulfilment tasks that carry it into its target system.")
+
+
+class Task(Shape):
+    id: int
+    action: Literal["add", "remove"]
+    status: TaskStatus
+    what: str = Field(description="The task as a sentence: Add <person> to <resource> until <time>.")
+    person: str
+    resource: str
+    agent: str
+    agent_kind: str
+    target: str
+    attempts: int
+    last_error: str | None
+    note: str
+    grant_id: int
+    request_id: int | None
+    workflow_id: str
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    url: str
+
+
+class TaskList(Shape):
+    to_do: list[Task] = Field(description="Open tasks you may act on, oldest first.")
+    tasks: list[Task] = Field(description="Admins: every task, newest first (empty for others).")
+    total: int
+    page: int
+    page_size: int
+
+
+class TaskEvent(Shape):
+    at: datetime
+    action: str
+    actor: str
+    details: dict[str, Any]
+
+
+class TaskDetail(Task):
+    actions: list[Literal["done", "cant", "retry", "resolve"]] = Field(description="What you may do now.")
+    history: list[TaskEvent]
+
+
+class TaskReplied(Shape):
+    id: int
+    applied: bool
+    status: TaskStatus
+    note: str
 
 
 class RequestDetail(Shape):
@@ -416,6 +475,22 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         409: Answer("The grant has already ended."),
         422: Answer("The note is too long."),
     }, form=RevokeForm, path={"grant_id": ID_PARAMETER}),
+    ("GET", "/tasks"): Operation("tasks", {200: Answer("Your tasks, and (admins) every task.", TaskList)},
+                                 query=TaskListQuery),
+    ("GET", "/tasks/{task_id}"): Operation("tasks", {200: Answer("The task.", TaskDetail)},
+                                           path={"task_id": ID_PARAMETER}),
+    **{("POST", f"/tasks/{{task_id}}/{verb}"): Operation("tasks", {
+        200: Answer(done, TaskReplied),
+        409: Answer(refused),
+        **({422: Answer("A reason of 3 to 1,000 characters is required.")} if form is ReasonForm else
+           {422: Answer("The note is too long.")}),
+        503: Answer(NOT_YET),
+    }, form=form, path={"task_id": ID_PARAMETER})
+       for verb, done, refused, form in (
+           ("done", "Done: the grant moves on.", "Not a person's task that waits, or done already.", NoteForm),
+           ("cant", "Failed, with your reason.", "Not a person's task that waits, or closed already.", ReasonForm),
+           ("retry", "Trying again.", "Only a failed task can be retried.", NoteForm),
+           ("resolve", "Closed by hand: the grant moves on.", "Only a failed task can be resolved.", ReasonForm))},
     ("GET", "/my/requests"): Operation("requests", {200: Answer("Newest first.", RequestRows)}),
     ("GET", "/my/access"): Operation("requests", {200: Answer("Grants in force, by resource.", list[Holding])}),
     ("GET", "/approvals"): Operation("requests", {200: Answer("Oldest first.", RequestRows)}),
@@ -482,6 +557,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
 }
 TAGS = {
     "requests": "Access requests: ask, follow, decide, revoke; who held a resource when.",
+    "tasks": "Fulfilment tasks: the changes agents and people make in target systems; done, retry, resolve.",
     "logs": "The error log and the audit log (admins).",
     "workflows": "DBOS workflows: list, inspect, cancel, resume, fork (admins).",
     "runtime": "Queues, schedules and executors (admins).",

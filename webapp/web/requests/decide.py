@@ -37,8 +37,11 @@ async def request_page(request: Request) -> Response:
             "created_at": r.created_at.isoformat(), "error": r.error,
             "approvals": [{"approver": a.approver, "decision": a.decision, "counted": a.counted} for a in view.approvals],
             "grant": None if view.grant is None else {
-                "id": view.grant.id, "expires_at": view.grant.expires_at.isoformat() if view.grant.expires_at else None,
-                "revoked_at": view.grant.revoked_at.isoformat() if view.grant.revoked_at else None},
+                "id": view.grant.id, "state": view.grant.state,
+                "expires_at": view.grant.expires_at.isoformat() if view.grant.expires_at else None,
+                "revoked_at": view.grant.revoked_at.isoformat() if view.grant.revoked_at else None,
+                "tasks": [{"id": t.task.id, "action": t.task.action, "status": t.task.status,
+                           "url": f"/tasks/{t.task.id}"} for t in view.tasks]},
         })
     return render(request, "request_detail.html", {"view": view, "now": utcnow()}, block="request_detail")
 
