@@ -39,13 +39,14 @@ class ServedApp:
     """The app under test, started with only the settings given (plus quiet logging), ready
     when /readyz answers 200; `stop()` sends SIGTERM as a process manager would."""
 
-    def __init__(self, url: str, executor_id: str, workdir: Path, *, secret_key: str = "bench-" + "x" * 40) -> None:
+    def __init__(self, url: str, executor_id: str, workdir: Path, *, secret_key: str = "bench-" + "x" * 40,
+                 extra: dict[str, str] | None = None) -> None:
         from webapp.config import Settings
 
         names = {name.upper() for name in Settings.model_fields}
         env = {k: v for k, v in os.environ.items() if k.upper() not in names}
         env.update({"ENV": "development", "DATABASE_URL": url, "SECRET_KEY": secret_key, "EXECUTOR_ID": executor_id,
-                    "LOG_LEVEL": "WARNING", "LOG_FORMAT": "console", "SHUTDOWN_GRACE_SECONDS": "0.5"})
+                    "LOG_LEVEL": "WARNING", "LOG_FORMAT": "console", "SHUTDOWN_GRACE_SECONDS": "0.5", **(extra or {})})
         self.base_url = f"http://127.0.0.1:{free_port()}"
         self.log = (workdir / f"{executor_id}.log").open("w")
         self.proc = subprocess.Popen([sys.executable, "-m", "webapp", "serve", "--host", "127.0.0.1",
@@ -62,6 +63,13 @@ class ServedApp:
                 self.stop()
                 raise SystemExit(f"{executor_id} did not start:\n{Path(self.log.name).read_text()[-3000:]}")
             time.sleep(0.1)
+
+    @property
+    def http(self) -> httpx.Client:
+        """A keep-alive client to the app, made on first use."""
+        if getattr(self, "_client", None) is None:
+            self._client = httpx.Client(base_url=self.base_url, timeout=30)
+        return self._client
 
     @property
     def pid(self) -> int:

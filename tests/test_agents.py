@@ -18,7 +18,8 @@ from support.pg_roles import PG_SERVER, create_login, group_role, members_of, pg
 from support.receivers import HttpReceiver, free_port
 from support.scim_server import ScimServer
 from support.slapd import GROUPS, Slapd, available
-from webapp.agents.base import Change, Person, Refused, Unreachable
+from webapp.agents import agent_for, reach
+from webapp.agents.base import Change, Person, Refused, SecretRef, Unreachable
 from webapp.agents.ldap import LdapAgent
 from webapp.agents.postgres import PostgresAgent
 from webapp.agents.scim import ScimAgent
@@ -63,9 +64,9 @@ def test_postgres_refusals_say_what_is_missing(pg_roles: dict[str, str]) -> None
 
 
 def test_postgres_secrets_come_from_the_environment_never_the_settings(pg_roles: dict[str, str]) -> None:
-    agent = PostgresAgent.from_config({**PG_SERVER, "password_env": "GATEHOUSE_TEST_UNSET_SECRET"})
-    os.environ.pop("GATEHOUSE_TEST_UNSET_SECRET", None)
-    with pytest.raises(Refused, match="GATEHOUSE_TEST_UNSET_SECRET"):
+    agent = PostgresAgent.from_config({**PG_SERVER, "password_env": "GATEHOUSE_AGENT_TEST_UNSET_SECRET"})
+    os.environ.pop("GATEHOUSE_AGENT_TEST_UNSET_SECRET", None)
+    with pytest.raises(Refused, match="GATEHOUSE_AGENT_TEST_UNSET_SECRET"):
         agent.check()
 
 
@@ -74,7 +75,7 @@ def directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Slapd
     if not available():
         pytest.skip("needs OpenLDAP's slapd (Debian package slapd; .ci/run installs it)")
     with Slapd(tmp_path) as running:
-        monkeypatch.setenv("GATEHOUSE_TEST_LDAP_PASSWORD", running.password)
+        monkeypatch.setenv("GATEHOUSE_AGENT_TEST_LDAP_PASSWORD", running.password)
         yield running
 
 
@@ -101,13 +102,13 @@ def test_ldap_refusals_and_an_unreachable_directory(directory: Slapd) -> None:
         agent.add(JAMAL, f"cn=absent,{GROUPS}")
     with pytest.raises(Refused, match="No directory entry .* has mail=nobody@example.test"):
         agent.add(Person("nobody@example.test", "Nobody"), group)
-    wrong: dict[str, Any] = {**directory.agent_config(), "password_env": "GATEHOUSE_TEST_WRONG_LDAP"}
-    os.environ["GATEHOUSE_TEST_WRONG_LDAP"] = "not the password"
+    wrong: dict[str, Any] = {**directory.agent_config(), "password_env": "GATEHOUSE_AGENT_TEST_WRONG_LDAP"}
+    os.environ["GATEHOUSE_AGENT_TEST_WRONG_LDAP"] = "not the password"
     try:
         with pytest.raises(Refused, match="invalidCredentials"):
             LdapAgent.from_config(wrong).add(JAMAL, group)
     finally:
-        del os.environ["GATEHOUSE_TEST_WRONG_LDAP"]
+        del os.environ["GATEHOUSE_AGENT_TEST_WRONG_LDAP"]
     directory.stop()
     with pytest.raises(Unreachable):
         agent.add(JAMAL, group)
@@ -119,7 +120,7 @@ def test_ldap_refusals_and_an_unreachable_directory(directory: Slapd) -> None:
 @pytest.fixture
 def scim(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScimServer]:
     with ScimServer() as server:
-        monkeypatch.setenv("GATEHOUSE_TEST_SCIM_TOKEN", server.token)
+        monkeypatch.setenv("GATEHOUSE_AGENT_TEST_SCIM_TOKEN", server.token)
         yield server
 
 
@@ -149,10 +150,10 @@ def test_scim_refusals_and_an_unreachable_server(scim: ScimServer, monkeypatch: 
         agent.add(SCIM_JAMAL, "no-such-group")
     with pytest.raises(Refused, match="no user matching"):
         agent.add(Person("nobody@example.com", "Nobody"), group)
-    monkeypatch.setenv("GATEHOUSE_TEST_SCIM_TOKEN", "a wrong token")
+    monkeypatch.setenv("GATEHOUSE_AGENT_TEST_SCIM_TOKEN", "a wrong token")
     with pytest.raises(Refused, match="401"):
         agent.add(SCIM_JAMAL, group)
-    monkeypatch.setenv("GATEHOUSE_TEST_SCIM_TOKEN", scim.token)
+    monkeypatch.setenv("GATEHOUSE_AGENT_TEST_SCIM_TOKEN", scim.token)
     with pytest.raises(Unreachable, match="did not answer"):
         ScimAgent.from_config({**scim.agent_config(), "url": f"http://127.0.0.1:{free_port()}"}).add(SCIM_JAMAL, group)
     assert scim.members(group) == set(), "nothing half-applied"
@@ -160,8 +161,8 @@ def test_scim_refusals_and_an_unreachable_server(scim: ScimServer, monkeypatch: 
 
 def test_the_webhook_signs_each_change_and_retries_only_what_may_work(
         webhook_server: HttpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GATEHOUSE_TEST_WEBHOOK_SECRET", "whsec-test")
-    agent = WebhookAgent.from_config({"url": webhook_server.url, "secret_env": "GATEHOUSE_TEST_WEBHOOK_SECRET"})
+    monkeypatch.setenv("GATEHOUSE_AGENT_TEST_WEBHOOK_SECRET", "whsec-test")
+    agent = WebhookAgent.from_config({"url": webhook_server.url, "secret_env": "GATEHOUSE_AGENT_TEST_WEBHOOK_SECRET"})
     ends = datetime(2026, 12, 2, 14, 0, tzinfo=UTC)
     change = Change(grant_id=7, resource="aws-production", ends_at=ends, key="grant-7-add")
     agent.add(JAMAL, "admins", change)
@@ -186,9 +187,62 @@ def test_the_webhook_signs_each_change_and_retries_only_what_may_work(
             agent.remove(JAMAL, "admins", Change(7, "aws-production", ends, "grant-7-remove"))
     with pytest.raises(Unreachable, match="did not answer"):
         WebhookAgent.from_config({"url": f"http://127.0.0.1:{free_port()}/hook",
-                                  "secret_env": "GATEHOUSE_TEST_WEBHOOK_SECRET"}).add(JAMAL, "admins", change)
-    with pytest.raises(Refused, match="GATEHOUSE_TEST_NO_SECRET"):
-        WebhookAgent.from_config({"url": webhook_server.url, "secret_env": "GATEHOUSE_TEST_NO_SECRET"}).add(JAMAL, "x")
+                                  "secret_env": "GATEHOUSE_AGENT_TEST_WEBHOOK_SECRET"}).add(JAMAL, "admins", change)
+    with pytest.raises(Refused, match="GATEHOUSE_AGENT_TEST_NO_SECRET"):
+        WebhookAgent.from_config({"url": webhook_server.url, "secret_env": "GATEHOUSE_AGENT_TEST_NO_SECRET"}).add(JAMAL, "x")
     with pytest.raises(Refused, match="no signing secret"):
         WebhookAgent.from_config({"url": webhook_server.url}).check()
     assert "answers" in agent.check()
+
+
+def test_removing_someone_with_no_account_is_done_but_a_missing_group_is_not(pg_roles: dict[str, str],
+                                                                             directory: Slapd,
+                                                                             scim: ScimServer) -> None:
+    """A person without an account cannot be a member: the removal has nothing to undo (an add
+    that was refused for that reason must not leave its grant's removal stuck)."""
+    nobody = Person("nobody.here@example.com", "Nobody")
+    PostgresAgent.from_config(PG_SERVER).remove(nobody, pg_roles["group"])
+    with pytest.raises(Refused, match="no role 'gh_absent'"):
+        PostgresAgent.from_config(PG_SERVER).remove(nobody, "gh_absent")
+    group = directory.add_group(f"cn=wiki,{GROUPS}")
+    LdapAgent.from_config(directory.agent_config()).remove(nobody, group)
+    with pytest.raises(Refused, match="no group"):
+        LdapAgent.from_config(directory.agent_config()).remove(nobody, f"cn=absent,{GROUPS}")
+    scim_group = scim.add_group("wiki")
+    ScimAgent.from_config(scim.agent_config()).remove(nobody, scim_group)
+
+
+def test_agents_connect_only_to_allowed_hosts() -> None:
+    saved = reach.policy()
+    reach.configure("127.0.0.1, db.internal, 10.0.0.0/8")
+    try:
+        assert agent_for("postgres", {"host": "10.2.3.4"}).host == "10.2.3.4"
+        assert agent_for("ldap", {"url": "ldap://DB.internal.:389"}).host == "db.internal."  # allowed: one name
+        for kind, config in (("postgres", {"host": "192.168.1.1"}), ("ldap", {"url": "ldap://elsewhere.example"}),
+                             ("scim", {"url": "http://[::1]:8080/scim"}),
+                             ("webhook", {"url": "https://hooks.example/x"})):
+            with pytest.raises(Refused, match="not in AGENT_ALLOWED_HOSTS"):
+                agent_for(kind, config)
+    finally:
+        reach._current[0] = saved
+
+
+def test_an_agent_never_reads_the_apps_own_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings may only point at GATEHOUSE_AGENT_* variables and files in AGENT_SECRETS_DIR:
+    a webhook aimed at some receiver can never be sent SECRET_KEY or DATABASE_URL."""
+    monkeypatch.setenv("SECRET_KEY", "the app's own secret")
+    with pytest.raises(Refused, match="GATEHOUSE_AGENT_"):
+        SecretRef(env="SECRET_KEY").read()
+    inside, outside = tmp_path / "secrets", tmp_path / "elsewhere"
+    inside.mkdir(), outside.mkdir()
+    (inside / "ldap").write_text("directory-secret\n")
+    (outside / "db").write_text("not for agents\n")
+    saved = reach.secrets_dir()
+    reach.configure("*", inside)
+    try:
+        assert SecretRef(file=str(inside / "ldap")).read() == "directory-secret"
+        for path in (outside / "db", inside / ".." / "elsewhere" / "db"):
+            with pytest.raises(Refused, match="AGENT_SECRETS_DIR"):
+                SecretRef(file=str(path)).read()
+    finally:
+        reach.configure("127.0.0.1,::1,localhost", saved)

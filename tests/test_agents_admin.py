@@ -17,7 +17,7 @@ from webapp.core.db import Database
 from webapp.core.models import Agent, AuditEvent, Resource
 
 JSON = {"Accept": "application/json"}
-SECRET_NAME = "GH_TEST_AGENT_PASSWORD"
+SECRET_NAME = "GATEHOUSE_AGENT_TEST_PASSWORD"
 SECRET_VALUE = "s3cret-value-that-must-never-show"
 needs_pg = pytest.mark.skipif(not pg_server_up(), reason="needs PostgreSQL on 127.0.0.1:5432")
 
@@ -51,11 +51,11 @@ def add_agent(admin: TestClient, database: Database, **form: Any) -> int:
 
 def test_admin_adds_an_agent_through_the_form(clients: dict[str, TestClient], database: Database) -> None:
     admin = clients["admin"]
-    text = "host = 127.0.0.1\nport = 5433\n# where the password lives\npassword_env = GH_WAREHOUSE_PW\n"
+    text = "host = 127.0.0.1\nport = 5433\n# where the password lives\npassword_env = GATEHOUSE_AGENT_WAREHOUSE_PW\n"
     agent_id = add_agent(admin, database, settings=text)
     [agent] = agents(database)
     assert (agent.name, agent.kind, agent.concurrency, agent.rate_limit) == ("warehouse-pg", "postgres", 2, 30)
-    assert agent.settings == {"host": "127.0.0.1", "port": 5433, "password_env": "GH_WAREHOUSE_PW"}
+    assert agent.settings == {"host": "127.0.0.1", "port": 5433, "password_env": "GATEHOUSE_AGENT_WAREHOUSE_PW"}
     assert agent.healthy is None and agent.drift_interval_seconds == 3600
     assert actions(database, f"agent:{agent_id}") == ["agent.created"]
 
@@ -74,6 +74,7 @@ def test_admin_adds_an_agent_through_the_form(clients: dict[str, TestClient], da
     ("password = hunter2", "would hold a secret"),
     ("host = db.internal\nPassword=hunter2", "would hold a secret"),
     ("password_env = hunter2", "must name an environment variable"),
+    ("password_env = SECRET_KEY", "must name a variable starting with GATEHOUSE_AGENT_"),
     ("password_file = hunter2", "absolute path"),
     ("colour = blue", "no setting"),
     ("host = " + "h" * 501, "too long"),

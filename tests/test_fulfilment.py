@@ -39,7 +39,7 @@ def directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Slapd
     if not available():
         pytest.skip("needs OpenLDAP's slapd (Debian package slapd; .ci/run installs it)")
     with Slapd(tmp_path) as running:
-        monkeypatch.setenv("GATEHOUSE_TEST_LDAP_PASSWORD", running.password)
+        monkeypatch.setenv("GATEHOUSE_AGENT_TEST_LDAP_PASSWORD", running.password)
         yield running
 
 
@@ -260,7 +260,7 @@ def test_deactivating_a_person_removes_their_access_through_the_agent(clients, d
 def test_approval_adds_the_scim_member_and_a_revoke_removes_it(clients, database: Database, people,  # type: ignore[no-untyped-def]
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     with ScimServer() as scim:
-        monkeypatch.setenv("GATEHOUSE_TEST_SCIM_TOKEN", scim.token)
+        monkeypatch.setenv("GATEHOUSE_AGENT_TEST_SCIM_TOKEN", scim.token)
         user_id = scim.add_user("member@example.com", "Mo Member")
         group = scim.add_group("wiki")
         agent_id = make_agent(database, "scim", scim.agent_config())
@@ -272,3 +272,65 @@ def test_approval_adds_the_scim_member_and_a_revoke_removes_it(clients, database
         assert post_form(clients["admin"], f"/grants/{grant_id}/revoke").status_code == 303
         wait_for(lambda: state_of(database, request_id) == "removed", what="the grant removed")
         assert scim.members(group) == set()
+
+
+def test_ending_one_of_two_grants_keeps_the_membership_the_other_gives(clients, database: Database, people,  # type: ignore[no-untyped-def]
+                                                                       pg_group: str) -> None:
+    agent_id = make_agent(database, "postgres", {**PG_SERVER, "login_template": "gh_{local}"})
+    resource_id = make_resource(database, people, auto_approve=True, agent_id=agent_id, target=pg_group)
+    first = submit(clients["member"], resource_id, "30d")
+    second = submit(clients["member"], resource_id, "30d")
+    wait_for(lambda: state_of(database, first) == state_of(database, second) == "active", what="both grants active")
+    assert post_form(clients["admin"], f"/grants/{grant_of(database, first).id}/revoke").status_code == 303
+    wait_for(lambda: state_of(database, first) == "removed", what="the first grant ended")
+    assert members_of(pg_group) == {"gh_member"}, "the second grant still gives the role"
+    assert post_form(clients["admin"], f"/grants/{grant_of(database, second).id}/revoke").status_code == 303
+    wait_for(lambda: members_of(pg_group) == set(), what="the role removed with the last grant")
+
+
+def test_an_agent_outside_the_allowed_hosts_fails_its_task_without_connecting(clients, database: Database,  # type: ignore[no-untyped-def]
+                                                                              people) -> None:
+    agent_id = make_agent(database, "postgres", {"host": "10.9.8.7", "login_template": "{local}"})
+    resource_id = make_resource(database, people, auto_approve=True, agent_id=agent_id, target="reporting")
+    request_id = submit(clients["member"], resource_id)
+    grant_id = grant_of(database, request_id).id
+    wait_for(lambda: tasks_of(database, grant_id)[0].status == "failed", what="the task refused")  # type: ignore[arg-type]
+    assert "10.9.8.7 is not in AGENT_ALLOWED_HOSTS" in (tasks_of(database, grant_id)[0].last_error or "")  # type: ignore[arg-type]
+    assert state_of(database, request_id) == "provisioning"
+
+
+def test_a_removal_held_back_by_an_outage_never_takes_the_access_a_newer_grant_gives(clients, database: Database,  # type: ignore[no-untyped-def]
+                                                                                    people, directory: Slapd) -> None:
+    person_dn = directory.add_person("member@example.com", "Mo Member").lower()
+    group = directory.add_group(f"cn=aws-production,{GROUPS}")
+    agent_id = make_agent(database, "ldap", directory.agent_config())
+    resource_id = make_resource(database, people, "aws-production", auto_approve=True, agent_id=agent_id,
+                                target=group)
+    first = submit(clients["member"], resource_id, "30d")
+    wait_for(lambda: state_of(database, first) == "active", what="the first grant active")
+    directory.stop()
+    assert post_form(clients["admin"], f"/grants/{grant_of(database, first).id}/revoke").status_code == 303
+    wait_for(lambda: tasks_of(database, grant_of(database, first).id)[-1].attempts >= 1,  # type: ignore[arg-type]
+             what="the first grant's removal retrying")
+    second = submit(clients["member"], resource_id, "30d")  # asked again while the directory is down
+    directory.start()
+    wait_for(lambda: state_of(database, second) == "active" and state_of(database, first) == "removed",
+             what="the new grant on, the old one off")
+    assert directory.members(group) == {person_dn}, "the old removal did not take the new grant's access"
+    kept = tasks_of(database, grant_of(database, first).id)[-1]  # type: ignore[arg-type]
+    assert kept.status == "done" and kept.note.startswith("Kept: grant #")
+    assert post_form(clients["admin"], f"/grants/{grant_of(database, second).id}/revoke").status_code == 303
+    wait_for(lambda: directory.members(group) == set(), what="the access gone with the last grant")
+
+
+def test_nobody_is_assigned_the_task_about_their_own_access(clients, database: Database, people) -> None:  # type: ignore[no-untyped-def]
+    agent_id = make_agent(database, "manual", {})
+    resource_id = make_resource(database, people, "wiki", auto_approve=True, agent_id=agent_id, target="Wiki admins",
+                                owner_id=people["member"].id)  # the holder owns the resource
+    request_id = submit(clients["member"], resource_id)
+    grant_id = grant_of(database, request_id).id
+    task_id = wait_for(lambda: (task_ids(database, grant_id) or [None])[0], what="the add task")  # type: ignore[arg-type]
+    wait_for(lambda: tasks_of(database, grant_id)[0].status == "waiting", what="waiting for a person")  # type: ignore[arg-type]
+    assert f"/tasks/{task_id}" not in clients["member"].get("/tasks").text.split("All tasks")[0]
+    assert post_form(clients["member"], f"/tasks/{task_id}/done").status_code == 403
+    assert f"/tasks/{task_id}" in clients["admin"].get("/tasks").text.split("All tasks")[0], "the admins do it"

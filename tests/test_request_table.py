@@ -15,7 +15,9 @@ from support.web import as_role, unmasked
 from webapp.core.db import Database
 from webapp.core.models import (
     AccessRequest,
+    Agent,
     Approval,
+    DriftFinding,
     ErrorRecord,
     Grant,
     Resource,
@@ -374,13 +376,19 @@ def test_counters_count_what_each_viewer_may_see(client: TestClient, database: D
         session.add(ErrorRecord(source="test", request_id=mine, at=now - timedelta(hours=1)))
         session.add(ErrorRecord(source="test", request_id=mine, at=now - timedelta(hours=30)))  # too old
         session.add(ErrorRecord(source="test", request_id=None, at=now - timedelta(minutes=5)))  # not tied to a request
+        agent = Agent(name="directory", kind="ldap", settings={})
+        session.add(agent)
+        session.flush()
+        for member_name, corrected in (("cn=stranger", False), ("cn=fixed", True)):  # only what still stands counts
+            session.add(DriftFinding(agent_id=agent.id, resource_id=resources["alpha-db"], kind="extra",
+                                     member=member_name, corrected=corrected))
 
     as_role(client, database, people, "admin")
     assert client.get("/dashboard/counters", headers=JSON).json() == {
-        "pending": 2, "approved_today": 2, "expiring_soon": 2, "errors": 2}
+        "pending": 2, "approved_today": 2, "expiring_soon": 2, "errors": 2, "drift": 1}
     as_role(client, database, people, "member")
     assert client.get("/dashboard/counters", headers=JSON).json() == {
-        "pending": 1, "approved_today": 1, "expiring_soon": 1, "errors": 1}
+        "pending": 1, "approved_today": 1, "expiring_soon": 1, "errors": 1, "drift": 0}
     fragment = client.get("/dashboard/counters")
     assert fragment.text.lstrip().startswith('<section id="counters"') and "<html" not in fragment.text
     assert '<span class="counter-value">1</span> <span class="counter-label">pending requests</span>' in fragment.text

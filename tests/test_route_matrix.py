@@ -64,6 +64,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/admin/agents/{agent_id:int}"): Access.admin,
     ("POST", "/admin/agents/{agent_id:int}"): Access.admin,
     ("POST", "/admin/agents/{agent_id:int}/check"): Access.admin,
+    ("POST", "/admin/agents/{agent_id:int}/drift"): Access.admin,
     ("GET", "/errors"): Access.admin,
     ("GET", "/ops/workflows"): Access.admin,
     ("GET", "/ops/queues"): Access.admin,

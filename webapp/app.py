@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.counters = CounterCache(database)
         heartbeat = Heartbeat(database, settings)
         try:
-            await in_thread(workflows.register, settings)
+            await in_thread(workflows.register, settings, database)
             await feed.start()
             await heartbeat.start()
             log.info(

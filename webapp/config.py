@@ -22,6 +22,12 @@ class ConfigError(Exception):
     """A setting is missing or unsafe; the message is one line meant for the operator."""
 
 
+# An agent's secret comes from an environment variable with this prefix, or from a file in
+# AGENT_SECRETS_DIR: a setting typed on a page can never send the app's own secrets
+# (SECRET_KEY, DATABASE_URL, SMTP_PASSWORD, ...) to a system it names.
+AGENT_SECRET_ENV_PREFIX = "GATEHOUSE_AGENT_"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
@@ -116,6 +122,9 @@ class Settings(BaseSettings):
     # Fulfilment (webapp/workflows/fulfilment.py): a task whose target is down retries after
     # the first pause, each next pause this factor longer, up to the longest; a person's task
     # reminds its assignees at this interval and tells the admins from the second reminder on.
+    # Where agents may connect: names, addresses or networks, comma-separated; "*" for anywhere.
+    agent_allowed_hosts: str = "*"
+    agent_secrets_dir: Path = Path("/run/secrets")
     agent_retry_first_seconds: float = Field(default=1.0, gt=0)
     agent_retry_max_seconds: float = Field(default=60.0, gt=0)
     agent_backoff_rate: float = Field(default=2.0, ge=1)

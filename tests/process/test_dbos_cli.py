@@ -53,7 +53,8 @@ def test_dbos_start_serves_and_dbos_workflow_reads_the_default_databases(tmp_pat
             wait_for(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), timeout=40, what="dbos start to serve")
             ticks = wait_for(lambda: sweeps(tmp_path), timeout=20, what="the sweep's first tick")
             steps = dbos(["workflow", "steps", ticks[0]["workflow_id"]], tmp_path)
-            assert [s["function_name"] for s in steps][:2] == ["announce_expiring", "overdue_requests"]
+            names = [s["function_name"] for s in steps]
+            assert names[:3] == ["announce_expiring", "grants_to_end", "overdue_requests"]
         finally:
             os.killpg(started.pid, signal.SIGTERM)
             started.wait(timeout=30)

@@ -82,4 +82,4 @@ class ScimServer:
         return {m["value"] for m in answer.json().get("members") or []}
 
     def agent_config(self, **extra: Any) -> dict[str, Any]:
-        return {"url": self.url, "token_env": "GATEHOUSE_TEST_SCIM_TOKEN", **extra}
+        return {"url": self.url, "token_env": "GATEHOUSE_AGENT_TEST_SCIM_TOKEN", **extra}

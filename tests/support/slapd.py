@@ -123,7 +123,7 @@ class Slapd:
 
     def agent_config(self, **extra: Any) -> dict[str, Any]:
         """An LDAP agent's settings for this directory (the password through an env var)."""
-        return {"url": self.url, "bind_dn": ADMIN_DN, "password_env": "GATEHOUSE_TEST_LDAP_PASSWORD",
+        return {"url": self.url, "bind_dn": ADMIN_DN, "password_env": "GATEHOUSE_AGENT_TEST_LDAP_PASSWORD",
                 "people_base": PEOPLE, "keep_members": [PLACEHOLDER], **extra}
 
     def person_dn(self, email: str) -> str:

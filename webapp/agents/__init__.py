@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from webapp.agents.base import Agent
+from webapp.agents import reach
+from webapp.agents.base import Agent, Refused
 from webapp.agents.ldap import LdapAgent
 from webapp.agents.postgres import PostgresAgent
 from webapp.agents.scim import ScimAgent
@@ -23,8 +24,12 @@ KINDS: dict[str, Any] = {"postgres": PostgresAgent, "ldap": LdapAgent, "scim": S
 
 
 def agent_for(kind: str, config: dict[str, Any]) -> Agent:
-    """The agent of `kind` with these settings (secrets stay where the settings point)."""
+    """The agent of `kind` with these settings (secrets stay where the settings point);
+    Refused when its host is not in AGENT_ALLOWED_HOSTS, before anything connects."""
     try:
-        return KINDS[kind].from_config(config)  # type: ignore[no-any-return]
+        agent = KINDS[kind].from_config(config)
     except KeyError:
         raise ValueError(f"There is no {kind!r} agent; the kinds are {', '.join(KINDS)}.") from None
+    if not reach.policy().permits(agent.host):
+        raise Refused(f"{agent.host or 'This host'} is not in AGENT_ALLOWED_HOSTS: this agent may not connect there.")
+    return agent  # type: ignore[no-any-return]

@@ -19,6 +19,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from webapp.agents import reach
+from webapp.config import AGENT_SECRET_ENV_PREFIX
+
 
 class AgentError(Exception):
     """An agent could not do what was asked; the message is a sentence for an operator."""
@@ -56,14 +59,22 @@ class SecretRef:
     file: str | None = None
 
     def read(self) -> str:
+        """The secret; Refused for a variable without the GATEHOUSE_AGENT_ prefix or a file
+        outside AGENT_SECRETS_DIR (so settings cannot point at the app's own secrets)."""
         if self.env:
+            if not self.env.startswith(AGENT_SECRET_ENV_PREFIX):
+                raise Refused(f"An agent's secret must be in an environment variable named {AGENT_SECRET_ENV_PREFIX}*,"
+                              f" not {self.env}.")
             value = os.environ.get(self.env)
             if value is None:
                 raise Refused(f"The environment variable {self.env} (this agent's secret) is not set.")
             return value
         if self.file:
+            place, allowed = Path(self.file).resolve(), reach.secrets_dir().resolve()
+            if not place.is_relative_to(allowed):
+                raise Refused(f"An agent's secret file must be in AGENT_SECRETS_DIR ({allowed}), not {self.file}.")
             try:
-                return Path(self.file).read_text(encoding="utf-8").strip()
+                return place.read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise Refused(f"Cannot read this agent's secret from {self.file}: {exc.strerror}.") from None
         return ""
@@ -89,6 +100,11 @@ class Agent(Protocol):
     """One target system. `group` is the resource's target there (a role, a group DN, a
     SCIM group id, ...); members are returned as the target names them."""
 
+    @property
+    def host(self) -> str:
+        """The name or address it connects to (checked against AGENT_ALLOWED_HOSTS)."""
+        ...
+
     def add(self, person: Person, group: str, change: Change | None = None) -> None: ...
 
     def remove(self, person: Person, group: str, change: Change | None = None) -> None: ...
@@ -97,6 +113,16 @@ class Agent(Protocol):
 
     def member_name(self, person: Person) -> str:
         """How `members` names this person (to compare a group with the grants)."""
+        ...
+
+    def names_for(self, people: list[Person]) -> dict[str, str]:
+        """`member_name` for many people at once (by email; those the target does not know are
+        left out), in as few round trips as the protocol allows: a drift check of 10,000."""
+        ...
+
+    def remove_member(self, group: str, name: str) -> None:
+        """Remove a member as `members` names it (drift correction of access given outside
+        Gatehouse, where there is no person to look up). Idempotent."""
         ...
 
     def check(self) -> str:

@@ -9,8 +9,10 @@ keep one member, so directories often hold a placeholder).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from ldap3 import BASE, MODIFY_ADD, MODIFY_DELETE, SUBTREE, Connection, Server
 from ldap3.core import exceptions as ldap_errors
@@ -55,6 +57,10 @@ class LdapAgent:
     people_base: str
     mail_attribute: str = "mail"
     keep_members: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> LdapAgent:
@@ -120,17 +126,30 @@ class LdapAgent:
             raise Refused(f"{group} is not a groupOfNames or groupOfUniqueNames.")
         return attribute, [str(v) for v in entry[attribute].values] if attribute in entry else []
 
-    def _modify(self, person: Person, group: str, change: str, done_code: int) -> None:
+    def _change(self, group: str, change: str, done_code: int, member: Callable[[Connection], str | None]) -> None:
+        """Add or delete one member of `group`, named by `member(conn)` (None: nothing to do)."""
         conn = self._connect()
         try:
             attribute, _ = self._group(conn, group)
-            dn = self._person_dn(conn, person)
-            if not conn.modify(group, {attribute: [(change, [dn])]}) and conn.result["result"] != done_code:
+            dn = member(conn)
+            if dn is not None and not conn.modify(group, {attribute: [(change, [dn])]}) \
+                    and conn.result["result"] != done_code:
                 self._fail(conn, f"changing the members of {group}")
         except ldap_errors.LDAPException as exc:
             raise Unreachable(f"The directory at {self.url} failed: {exc}") from None
         finally:
             conn.unbind()
+
+    def _modify(self, person: Person, group: str, change: str, done_code: int) -> None:
+        def member(conn: Connection) -> str | None:
+            try:
+                return self._person_dn(conn, person)
+            except Refused:
+                if change == MODIFY_DELETE:
+                    return None  # no entry for the person: they cannot be a member, nothing to remove
+                raise
+
+        self._change(group, change, done_code, member)
 
     def add(self, person: Person, group: str, change: Change | None = None) -> None:
         self._modify(person, group, MODIFY_ADD, ALREADY_THERE)
@@ -152,6 +171,30 @@ class LdapAgent:
             return normal_dn(self._person_dn(conn, person))
         finally:
             conn.unbind()
+
+    def names_for(self, people: list[Person]) -> dict[str, str]:
+        """One paged search of every entry with a mail under people_base, matched by email."""
+        wanted = {person.email.lower() for person in people}
+        conn = self._connect()
+        try:
+            entries = conn.extend.standard.paged_search(self.people_base, f"({self.mail_attribute}=*)", SUBTREE,
+                                                        attributes=[self.mail_attribute], paged_size=1000,
+                                                        generator=True)
+            found: dict[str, str] = {}
+            for entry in entries:
+                if entry.get("type") != "searchResEntry":
+                    continue
+                for mail in entry["attributes"].get(self.mail_attribute) or []:
+                    if str(mail).lower() in wanted:
+                        found[str(mail).lower()] = normal_dn(entry["dn"])
+        except ldap_errors.LDAPException as exc:
+            raise Unreachable(f"The directory at {self.url} failed while listing people: {exc}") from None
+        finally:
+            conn.unbind()
+        return {person.email: found[person.email.lower()] for person in people if person.email.lower() in found}
+
+    def remove_member(self, group: str, name: str) -> None:
+        self._change(group, MODIFY_DELETE, NOT_THERE, lambda _conn: name)
 
     def check(self) -> str:
         conn = self._call(f"reading {self.people_base}",

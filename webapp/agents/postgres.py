@@ -46,6 +46,8 @@ class PostgresAgent:
         try:
             return psycopg.connect(host=self.host, port=self.port, dbname=self.dbname, user=self.user,
                                    password=self.password.read() or None, connect_timeout=CONNECT_SECONDS,
+                                   # a GRANT stuck behind a lock must not hold the agent's queue slot for ever
+                                   options="-c statement_timeout=10000 -c lock_timeout=5000",
                                    autocommit=True, application_name="gatehouse-agent")
         except psycopg.OperationalError as exc:
             text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
@@ -65,6 +67,9 @@ class PostgresAgent:
                     raise Refused(f"PostgreSQL refused: {message}") from None
                 raise Unreachable(f"PostgreSQL failed: {message}") from None
 
+    def _role_exists(self, name: str) -> bool:
+        return bool(self._run("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)))
+
     def _require_roles(self, role: str, login: str) -> None:
         found = {name for (name,) in self._run("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", ([role, login],))}
         if role not in found:
@@ -78,8 +83,14 @@ class PostgresAgent:
         self._run(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(login)))
 
     def remove(self, person: Person, group: str, change: Change | None = None) -> None:
+        """A person with no login cannot be a member: nothing to remove (a missing role is refused)."""
         login = self.member_name(person)
-        self._require_roles(group, login)
+        try:
+            self._require_roles(group, login)
+        except Refused:
+            if self._role_exists(group):
+                return
+            raise
         self._run(sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(group), sql.Identifier(login)))
 
     def members(self, group: str) -> set[str]:
@@ -88,6 +99,12 @@ class PostgresAgent:
         if not rows and not self._run("SELECT 1 FROM pg_roles WHERE rolname = %s", (group,)):
             raise Refused(f"There is no role {group!r} in PostgreSQL at {self.host}:{self.port}.")
         return {name for (name,) in rows}
+
+    def names_for(self, people: list[Person]) -> dict[str, str]:
+        return {person.email: self.member_name(person) for person in people}
+
+    def remove_member(self, group: str, name: str) -> None:
+        self._run(sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(group), sql.Identifier(name)))
 
     def check(self) -> str:
         [(user, version, can)] = self._run(

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from httpx2 import Client
 from scim2_client.engines.httpx2 import SyncSCIMClient
@@ -53,6 +54,10 @@ class ScimAgent:
     url: str
     token: SecretRef
     user_filter: str = "userName eq {email}"
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ScimAgent:
@@ -114,7 +119,12 @@ class ScimAgent:
                                                          value=[GroupMember(value=user_id)]))
 
     def remove(self, person: Person, group: str, change: Change | None = None) -> None:
-        user_id = self._user_id(person)
+        try:
+            user_id = self._user_id(person)
+        except Refused as refused:
+            if "has no user matching" in str(refused):
+                return  # no account: they cannot be a member, nothing to remove
+            raise
         self._patch(person, group, PatchOperation[Group](op=PatchOperation.Op.remove,
                                                          path=f"members[value eq {_quoted(user_id)}]"))
 
@@ -124,6 +134,19 @@ class ScimAgent:
 
     def member_name(self, person: Person) -> str:
         return self._user_id(person)
+
+    def names_for(self, people: list[Person]) -> dict[str, str]:
+        found = {}
+        for person in people:
+            try:
+                found[person.email] = self._user_id(person)
+            except Refused:
+                continue  # no account there: reported as a grant without a membership
+        return found
+
+    def remove_member(self, group: str, name: str) -> None:
+        self._call(f"changing the members of group {group}", lambda c: c.modify(Group, group, PatchOp[Group](
+            operations=[PatchOperation[Group](op=PatchOperation.Op.remove, path=f"members[value eq {_quoted(name)}]")])))
 
     def check(self) -> str:
         self._call("reading its configuration", lambda c: c.discover())

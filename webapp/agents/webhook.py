@@ -20,6 +20,7 @@ import json
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -54,6 +55,10 @@ class WebhookAgent:
 
     url: str
     secret: SecretRef
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> WebhookAgent:
@@ -101,6 +106,12 @@ class WebhookAgent:
 
     def member_name(self, person: Person) -> str:
         return person.email
+
+    def names_for(self, people: list[Person]) -> dict[str, str]:
+        return {person.email: person.email for person in people}
+
+    def remove_member(self, group: str, name: str) -> None:
+        raise NoMembers("A webhook cannot list members; drift checks do not apply to it.")
 
     def check(self) -> str:
         self._signing_secret()

@@ -258,6 +258,23 @@ class FulfilmentTask(SQLModel, table=True):
     note: str = Field(default="", max_length=1000)
 
 
+class DriftFinding(SQLModel, table=True):
+    """What the last drift check of a resource found in its target: a member with no grant
+    (`extra`: access given outside Gatehouse) or a grant with no membership (`missing`).
+    Each check replaces the resource's findings; corrections are in the audit log."""
+
+    __tablename__ = "drift_findings"
+
+    id: int | None = Field(default=None, primary_key=True)
+    agent_id: int = Field(foreign_key="agents.id", index=True)
+    resource_id: int = Field(foreign_key="resources.id", index=True)
+    kind: str = Field(max_length=8)  # extra / missing
+    member: str = Field(max_length=500)  # as the target names it
+    user_id: int | None = Field(default=None, foreign_key="users.id")  # a missing member's person
+    found_at: datetime = _timestamp(default=True)
+    corrected: bool = False
+
+
 class Approval(SQLModel, table=True):
     """One row per decision message, including late or repeated ones (counted=False)."""
 

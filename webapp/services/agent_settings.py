@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from webapp.config import AGENT_SECRET_ENV_PREFIX
 from webapp.core.emails import EMAIL_PATTERN
 from webapp.core.errors import Refusal
 from webapp.core.models import OPEN_TASK_STATUSES, Agent, FulfilmentTask, Resource, User, utcnow
@@ -109,6 +110,9 @@ def _check_value(key: str, value: str) -> str:
         raise _refuse(f"{key} contains characters that are not allowed.")
     if key.endswith("_env") and not ENV_NAME.match(value):
         raise _refuse(f"{key} must name an environment variable (capital letters, digits and _), not hold the secret.")
+    if key.endswith("_env") and not value.startswith(AGENT_SECRET_ENV_PREFIX):
+        raise _refuse(f"{key} must name a variable starting with {AGENT_SECRET_ENV_PREFIX}: an agent never reads "
+                      "the app's own settings.")
     if key.endswith("_file") and not PurePosixPath(value).is_absolute():
         raise _refuse(f"{key} must be an absolute path to the file that holds the secret.")
     if key in TEMPLATES and not _plain_template(value):

@@ -85,6 +85,8 @@ class Action(StrEnum):
     AGENT_CREATED = "agent.created"
     AGENT_UPDATED = "agent.updated"
     AGENT_CHECKED = "agent.checked"  # a connection test, and what it found
+    DRIFT_FOUND = "drift.found"  # resource:<id>: members with no grant, grants with no membership
+    DRIFT_CORRECTED = "drift.corrected"  # resource:<id>: the extra removed, the missing added
     # import:<id>
     IMPORT_STARTED = "import.started"
     IMPORT_RESUMED = "import.resumed"

@@ -100,6 +100,18 @@ def plan_add(session: Session, grant: Grant) -> str | None:
     return _new_task(session, grant, TaskAction.add, resource.agent_id, resource.target).workflow_id
 
 
+def still_held(session: Session, task: FulfilmentTask) -> int | None:
+    """Another grant of the same person, on any resource the same agent serves with the same
+    target, has not ended: the membership stays, since removing it would take away access they
+    still hold. Its id, or None. The holder's row is locked first, so two of their grants
+    ending at once are decided one after the other."""
+    session.get(User, task.user_id, with_for_update=True)
+    same_place = sa.select(Resource.id).where(Resource.agent_id == task.agent_id, Resource.target == task.target)
+    return session.scalar(sa.select(Grant.id).where(
+        Grant.user_id == task.user_id, Grant.id != task.grant_id, Grant.revoked_at.is_(None),  # type: ignore[union-attr]
+        Grant.resource_id.in_(same_place)).order_by(Grant.id).limit(1))  # type: ignore[attr-defined]
+
+
 def plan_remove(session: Session, grant: Grant) -> str | None:
     """Called as the grant ends: a remove task where the membership lives (the grant is ending
     until it is done), else the grant is removed at once. The task's workflow id."""
@@ -126,8 +138,8 @@ def _task_id(session: Session, workflow_id: str) -> int:
 
 
 def start_task(session: Session, workflow_id: str) -> TaskFacts:
-    """The task's facts, its status set to running (or waiting, for a person). A removal names
-    the grant's add when that is still open, so it settles first."""
+    """The task's facts, its status set to running (or waiting, for a person). A removal
+    cancels the grant's add if that is still open and names it, so it settles first."""
     task = _task(session, _task_id(session, workflow_id))
     agent = session.get(Agent, task.agent_id)
     person = session.get(User, task.user_id)
@@ -139,9 +151,13 @@ def start_task(session: Session, workflow_id: str) -> TaskFacts:
         task.updated_at = utcnow()
     wait_for = None
     if task.action == TaskAction.remove:
-        wait_for = session.scalar(sa.select(FulfilmentTask.workflow_id).where(
-            FulfilmentTask.grant_id == task.grant_id, FulfilmentTask.action == TaskAction.add,
-            FulfilmentTask.status.in_(OPEN_TASK_STATUSES)))  # type: ignore[attr-defined]
+        # The grant's add, if still open, is pointless now: cancel it here, so that it stops
+        # even if its workflow has not started yet, and let the removal wait for it to settle.
+        add = session.scalar(sa.select(FulfilmentTask).where(
+            FulfilmentTask.grant_id == task.grant_id, FulfilmentTask.action == TaskAction.add))
+        if add is not None:
+            cancel_task(session, add.id)  # type: ignore[arg-type]
+            wait_for = add.workflow_id
     return TaskFacts(task_id=task.id, action=task.action, agent_id=agent.id, agent_kind=agent.kind,  # type: ignore[typeddict-item]
                      settings=dict(agent.settings or {}), target=task.target, email=person.email, name=person.name,
                      grant_id=grant.id, resource=resource.name,  # type: ignore[typeddict-item]
@@ -249,8 +265,8 @@ def cannot_do(session: Session, task_id: int, *, actor_id: int, note: str) -> bo
 
 
 def cancel_task(session: Session, task_id: int) -> bool:
-    """An open add whose grant ended: nothing more to do. A manual one that never happened
-    makes its removal pointless, which `skip_removal` then tells."""
+    """An open add whose grant ended: nothing more to do (its removal still follows, since an
+    attempt cut off by a crash or a timeout may have been applied)."""
     task = _task(session, task_id)
     if task.status not in OPEN_TASK_STATUSES:
         return False
@@ -261,12 +277,33 @@ def cancel_task(session: Session, task_id: int) -> bool:
     return True
 
 
-def skip_removal(session: Session, task_id: int) -> bool:
-    """True when the removal has nothing to undo: the grant's add was a person's task that was
-    cancelled before anyone did it."""
-    task = session.get(FulfilmentTask, task_id)
-    assert task is not None
-    added = session.execute(sa.select(FulfilmentTask.status, Agent.kind).join(Agent, Agent.id == FulfilmentTask.agent_id)
-                            .where(FulfilmentTask.grant_id == task.grant_id,
-                                   FulfilmentTask.action == TaskAction.add)).first()
-    return added is not None and added.kind == MANUAL and added.status == TaskStatus.cancelled
+def skip_if_still_held(session: Session, task_id: int) -> bool:
+    """A removal whose membership another grant still needs is done without touching the
+    target (checked as it starts and again right before each attempt)."""
+    task = _task(session, task_id)
+    if task.action != TaskAction.remove or task.status not in OPEN_TASK_STATUSES:
+        return False
+    other = still_held(session, task)
+    if other is None:
+        return False
+    now = utcnow()
+    task.status, task.finished_at, task.updated_at = TaskStatus.done, now, now
+    task.note = f"Kept: grant #{other} still gives this access."
+    _settle_grant(session, task, applied=True)
+    return True
+
+
+def attempt_facts(session: Session, task_id: int) -> TaskFacts | None:
+    """What one attempt needs, read afresh (an admin may have fixed the agent's settings
+    since the last one); None when there is nothing to do any more: the task was closed
+    meanwhile, or a removal is no longer needed."""
+    task = _task(session, task_id)
+    if task.status not in OPEN_TASK_STATUSES or skip_if_still_held(session, task_id):
+        return None
+    if task.status == TaskStatus.queued:
+        task.status = TaskStatus.running
+    return start_task(session, task.workflow_id)
+
+
+def status_of(session: Session, task_id: int) -> str:
+    return _task(session, task_id).status

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from webapp.core.models import AccessRequest, ErrorRecord, Grant, RequestStatus
 from webapp.services.access import Viewer, visible_to
+from webapp.services.drift import uncorrected_total
 
 SOON = timedelta(hours=24)
 ERROR_WINDOW = timedelta(hours=24)
@@ -24,6 +25,7 @@ class Counters:
     approved_today: int  # since midnight UTC
     expiring_soon: int  # active grants that end within SOON
     errors: int  # error records within ERROR_WINDOW (for non-admins: of requests they can see)
+    drift: int  # admins: differences between targets and grants still standing (others: 0)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -46,4 +48,5 @@ def load_counters(session: Session, viewer: Viewer, *, now: datetime) -> Counter
                              Grant.revoked_at.is_(None), Grant.expires_at > now,  # type: ignore[union-attr, operator]
                              Grant.expires_at <= now + SOON),  # type: ignore[operator]
         errors=_count(session, ErrorRecord, errors_seen, ErrorRecord.at >= now - ERROR_WINDOW),
+        drift=uncorrected_total(session) if viewer.principal.is_admin else 0,
     )

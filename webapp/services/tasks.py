@@ -59,7 +59,8 @@ class TaskReply(TypedDict):
 
 def assignees(session: Session, task: FulfilmentTask) -> list[User]:
     """Who does a manual task: the people its agent names (settings "assignees", emails), or
-    else the resource's owner; the admins when neither is an active person."""
+    else the resource's owner; the admins when neither is an active person. Never the person
+    the task is about: nobody marks their own removal done."""
     agent = session.get(Agent, task.agent_id)
     named = [e.strip().lower() for e in str((agent.settings or {}).get("assignees", "") if agent else "").split(",")]
     people: list[User] = []
@@ -69,7 +70,8 @@ def assignees(session: Session, task: FulfilmentTask) -> list[User]:
         owner = session.scalar(sa.select(User).join(Resource, Resource.owner_id == User.id)
                                .where(Resource.id == task.resource_id, User.active))
         people = [owner] if owner is not None else []
-    return people or admins(session)
+    people = [p for p in people if p.id != task.user_id]
+    return people or [p for p in admins(session) if p.id != task.user_id]
 
 
 def admins(session: Session) -> list[User]:
@@ -88,6 +90,8 @@ def refusal(session: Session, actor: Principal | User | None, task: FulfilmentTa
     is_assignee = agent_kind == MANUAL and any(p.id == actor.id for p in assignees(session, task))
     if not (is_admin or is_assignee):
         return "only the task's assignees and admins can act on it"
+    if actor.id == task.user_id:
+        return "nobody may close a task about their own access"
     if task.status not in OPEN_TASK_STATUSES:
         return f"the task is already {task.status}"
     if kind in ("done", "cant") and (agent_kind != MANUAL or task.status != TaskStatus.waiting):

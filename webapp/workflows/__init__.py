@@ -8,6 +8,7 @@ every start); `stop` lets running work finish within a grace period.
 
     access         one workflow per access request; an early revoke
     notifications  one delivery workflow per message and channel
+    drift          a schedule per agent that compares its targets with the grants
     fulfilment     one workflow per task that carries a grant (or its end) into a target
     imports        bulk people imports: a parent per run, a child per chunk
     batches        operator batches of access requests
@@ -25,16 +26,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
 from dbos import DBOS
 
+from webapp.agents import reach
 from webapp.config import Settings
 from webapp.core.db import Database
-from webapp.workflows import access, batches, fulfilment, imports, notifications, runtime, sweep, takeover
+from webapp.core.models import Agent
+from webapp.workflows import access, batches, drift, fulfilment, imports, notifications, runtime, sweep, takeover
 from webapp.workflows.datasource import datasource
 
 __all__ = ["QueueSpec", "queue_specs", "register", "schedule_specs", "start", "stop"]
 
-WORKFLOW_MODULES = (access, batches, fulfilment, imports, notifications, sweep)  # each registers its workflows
+WORKFLOW_MODULES = (access, batches, drift, fulfilment, imports, notifications, sweep)  # each registers its workflows
 
 
 @dataclass(frozen=True)
@@ -76,12 +80,14 @@ def start(settings: Settings, database: Database, *, queues: Iterable[str] | Non
         datasource.bind(database)
         notifications.configure_channels(settings)
         fulfilment.configure(settings)
+        reach.configure(settings.agent_allowed_hosts, settings.agent_secrets_dir)
 
     runtime.launch(settings, prepare=prepare, queues=queues)
 
 
-def register(settings: Settings, *, only: Iterable[str] | None = None) -> None:
-    """Store the queues' limits (all, or `only` these) and, for the whole app, the schedules.
+def register(settings: Settings, database: Database | None = None, *, only: Iterable[str] | None = None) -> None:
+    """Store the queues' limits (all, or `only` these) and, for the whole app, the schedules
+    (with each agent's drift schedule, read from `database`).
     Blocking: from async code, call it in a worker thread."""
     wanted = None if only is None else set(only)
     for queue in queue_specs(settings):
@@ -90,6 +96,10 @@ def register(settings: Settings, *, only: Iterable[str] | None = None) -> None:
                                 polling_interval_sec=settings.queue_polling_interval, on_conflict="always_update")
     if wanted is None:
         DBOS.apply_schedules(schedule_specs(settings))
+        if database is not None:
+            with database.session() as session:
+                drift.apply_schedules(session.execute(sa.select(Agent.id, Agent.kind, Agent.drift_interval_seconds))
+                                      .all())
 
 
 def stop(*, grace_seconds: float) -> None:

@@ -213,12 +213,16 @@ def _settle(task: str | None, until: float | None = None) -> str | None:
     if task is None:
         return "done"
     _start_task(task, DBOS.workflow_id)
+    # Every turn calls recv, and only recv's recorded answers decide what comes next: a replay
+    # long after `until` must take the same path as the first run did.
     while True:
-        left = WAIT_SLICE_SECONDS if until is None else min(WAIT_SLICE_SECONDS, until - time.time())
-        if left <= 0:
+        timeout = WAIT_SLICE_SECONDS if until is None else max(0.0, until - time.time())
+        settled = DBOS.recv(SETTLED_TOPIC, timeout_seconds=timeout)
+        if settled is None:
+            if until is None:
+                continue
             return None
-        settled = DBOS.recv(SETTLED_TOPIC, timeout_seconds=left)
-        if settled is not None and settled.get("task") == task:
+        if settled.get("task") == task:
             return str(settled["status"])
 
 
@@ -279,8 +283,8 @@ def revoke_grant_workflow(grant_id: int, actor_id: int | None, note: str, access
         _tell_requester(facts, "grant.revoked", f"Your access to {facts['resource']} was revoked",
                         f"An administrator revoked your access to {facts['resource']}."
                         + (f"\n\nReason: {note}" if note else ""))
-    if access_workflow_id:
-        DBOS.send(access_workflow_id, {"grant_id": grant_id}, REVOKE_TOPIC)
+    if access_workflow_id and DBOS.get_workflow_status(access_workflow_id) is not None:
+        DBOS.send(access_workflow_id, {"grant_id": grant_id}, REVOKE_TOPIC)  # imported grants have none
     return revoked
 
 

@@ -102,11 +102,18 @@ def record_outcome(task_id: int, outcome: Outcome) -> None:
 
 
 @datasource.transaction()
-def finish_unneeded(task_id: int) -> bool:
-    """A removal with nothing to undo (a person's add that never happened) is done at once."""
-    if not tasks.skip_removal(datasource.session(), task_id):
-        return False
-    return tasks.finish_task(datasource.session(), task_id)
+def skip_if_still_held(task_id: int) -> bool:
+    return tasks.skip_if_still_held(datasource.session(), task_id)
+
+
+@datasource.transaction()
+def task_status(task_id: int) -> str:
+    return tasks.status_of(datasource.session(), task_id)
+
+
+@datasource.transaction()
+def attempt_facts(task_id: int) -> TaskFacts | None:
+    return tasks.attempt_facts(datasource.session(), task_id)
 
 
 @datasource.transaction()
@@ -148,22 +155,26 @@ def operate(facts: TaskFacts) -> Outcome:
 
 
 @DBOS.workflow()
-def attempt_workflow(facts: TaskFacts, reply_to: str, topic: str) -> Outcome:
+def attempt_workflow(task_id: int) -> Outcome:
+    """One try, on the agent's queue: read the task afresh, make the change, record what happened."""
+    facts = attempt_facts(task_id)
+    if facts is None:  # closed meanwhile, or a removal another grant still needs
+        return Outcome(error=None, transient=False)
     outcome = operate(facts)
-    record_outcome(facts["task_id"], outcome)
-    DBOS.send(reply_to, outcome, topic)
+    record_outcome(task_id, outcome)
     return outcome
 
 
 def _attempt(facts: TaskFacts, number: int) -> Outcome:
-    """Enqueue one try on the agent's queue and wait for what it found (it may wait in the queue)."""
-    topic = f"attempt-{number}"
-    with SetWorkflowID(f"{facts['key']}-try-{number}"):
-        DBOS.enqueue_workflow(queue_name(facts["agent_id"]), attempt_workflow, facts, DBOS.workflow_id, topic)
-    while True:
-        outcome = DBOS.recv(topic, timeout_seconds=WAIT_SLICE_SECONDS)
-        if outcome is not None:
-            return outcome  # type: ignore[no-any-return]
+    """Enqueue one try on the agent's queue and wait for its result (it may wait in the queue).
+    A try that failed outright (its workflow errored) counts as a transient failure."""
+    attempt_id = f"{facts['key']}-try-{number}"
+    with SetWorkflowID(attempt_id):
+        DBOS.enqueue_workflow(queue_name(facts["agent_id"]), attempt_workflow, facts["task_id"])
+    try:
+        return DBOS.get_result(attempt_id)  # type: ignore[no-any-return]
+    except Exception as exc:
+        return Outcome(error=f"The attempt failed: {type(exc).__name__}: {exc}", transient=True)
 
 
 # The task ------------------------------------------------------------------------------------
@@ -172,17 +183,30 @@ def _attempt(facts: TaskFacts, number: int) -> Outcome:
 def task_workflow(workflow_id: str, parent: str | None = None) -> str:
     """Carry out one task; its final status (done or cancelled)."""
     facts = start_task(workflow_id)
-    if facts.get("wait_for"):
-        DBOS.send(facts["wait_for"], TaskMessage(id=uuid.uuid4().hex, kind="cancel", actor_id=None, note=""),
-                  TASK_TOPIC)
-        DBOS.get_result(facts["wait_for"])  # type: ignore[arg-type]
-    if facts["action"] == "remove" and finish_unneeded(facts["task_id"]):
+    settled = _settle_add_first(facts["wait_for"]) if facts.get("wait_for") else None
+    if facts["status"] in (TaskStatus.done, TaskStatus.cancelled):
+        status = facts["status"]  # closed before it started (an add its grant's end cancelled)
+    elif facts["action"] == "remove" and skip_if_still_held(facts["task_id"]):
         status = str(TaskStatus.done)
     else:
-        status = _carry_out(facts)
+        _carry_out(facts)
+        status = task_status(facts["task_id"])  # cancelled meanwhile, even if an attempt then succeeded
+    log.debug("task %s: %s (its add: %s)", workflow_id, status, settled)
     if parent:
         DBOS.send(parent, {"task": workflow_id, "status": status}, SETTLED_TOPIC)
     return status
+
+
+def _settle_add_first(add_workflow: str) -> str | None:
+    """A removal waits for its grant's add (cancelled in start_task) to stop: wake it if it
+    waits, and wait for its result. An add whose workflow never started has nothing to wait for."""
+    if DBOS.get_workflow_status(add_workflow) is None:
+        return None
+    DBOS.send(add_workflow, TaskMessage(id=uuid.uuid4().hex, kind="cancel", actor_id=None, note=""), TASK_TOPIC)
+    try:
+        return str(DBOS.get_result(add_workflow))
+    except Exception as exc:  # an add that errored or was cancelled from the ops console
+        return f"{type(exc).__name__}"
 
 
 def _carry_out(facts: TaskFacts) -> str:

@@ -17,7 +17,7 @@ from webapp.agents.base import AgentError
 from webapp.core.background import in_thread
 from webapp.core.forms import FormInvalid, FormModel, parse_form
 from webapp.core.models import Agent
-from webapp.services import agent_settings
+from webapp.services import agent_settings, drift
 from webapp.services.agent_settings import KEYS, KIND_LABELS, MANUAL, AgentChanges, AgentRefused
 from webapp.web.database import in_session, row_or_404
 from webapp.web.errors import error_response
@@ -25,6 +25,7 @@ from webapp.web.flash import redirect_with
 from webapp.web.parsing import path_id
 from webapp.web.rendering import DataJSONResponse, render, wants_json
 from webapp.web.security import Access, current_principal, guarded_route
+from webapp.workflows import drift as drift_workflow
 
 log = logging.getLogger(__name__)
 NAME_CHARACTERS = "Use letters, digits, spaces, dots, dashes and underscores, starting with a letter or digit."
@@ -116,16 +117,18 @@ async def _agent_response(request: Request, *, block: str = "agent_form", status
     def load(session: Session) -> tuple[Any, ...]:
         agent = agent_settings.agent_row(session, row_or_404(session, Agent, agent_id))
         resources = [(r.id, r.name, r.target) for r in agent_settings.resources_using(session, agent_id)]
-        return agent, resources, agent_settings.recent_tasks(session, agent_id)
+        return (agent, resources, agent_settings.recent_tasks(session, agent_id),
+                drift.findings_of(session, agent_id=agent_id))
 
-    agent, resources, tasks = await in_session(request, load)  # a 404 first, also for refused forms
+    agent, resources, tasks, findings = await in_session(request, load)  # a 404 first, also for refused forms
     if wants_json(request):
         if status_code >= 400:
             return _refused(request, status_code, errors or {}, error)
         return DataJSONResponse({"agent": agent, "tasks": tasks, "resources": [
             {"id": rid, "name": name, "target": target, "url": f"/admin/resources/{rid}"}
-            for rid, name, target in resources]})
-    context = {"agent": agent, "resources": resources, "tasks": tasks,
+            for rid, name, target in resources], "drift": [drift_json(*row) for row in findings]})
+    context = {"agent": agent, "resources": resources, "tasks": tasks, "findings": findings,
+               "checks_drift": agent.kind in drift.KINDS_WITH_MEMBERS,
                "shown": agent_settings.settings_shown(agent.kind, agent.settings),
                "errors": errors or {}, "error": error, "values": values or _current_values(agent), **_form_choices()}
     return render(request, "admin_agent.html", context, block=block, status_code=status_code)
@@ -164,6 +167,7 @@ async def _save_agent(request: Request, agent_id: int | None) -> Response:
 
     try:
         saved = await in_session(request, save)
+        await in_thread(drift_workflow.apply_schedules, [(saved.id, saved.kind, saved.drift_interval_seconds)])
     except AgentRefused as refused:
         return await failed(request, status_code=refused.status_code, errors={refused.field or "name": str(refused)},
                             values=values)
@@ -219,10 +223,33 @@ async def check_agent(request: Request) -> Response:
                          "info" if healthy is None else "ok" if healthy else "error")
 
 
+async def check_drift(request: Request) -> Response:
+    """Compare the agent's targets with the grants now (the schedule does it every interval)."""
+    agent_id = _agent_id(request)
+    kind = await in_session(request, lambda s: row_or_404(s, Agent, agent_id).kind)
+    if kind not in drift.KINDS_WITH_MEMBERS:
+        return error_response(request, 409, "This agent's kind cannot list members: there is no drift to check.")
+    result = await drift_workflow.check_now(agent_id)
+    if wants_json(request):
+        return DataJSONResponse({"agent_id": agent_id, **result})
+    message = (f"Drift check: {result['found']} difference(s) in {result['checked']} resource(s), "
+               f"{result['corrected']} corrected.")
+    if result["errors"]:
+        message += " Could not read: " + "; ".join(result["errors"])
+    level = "error" if result["errors"] else "warning" if result["found"] > result["corrected"] else "ok"
+    return redirect_with(request, f"/admin/agents/{agent_id}", message, level)
+
+
+def drift_json(finding: Any, resource: str, person: str | None) -> dict[str, Any]:
+    return {"resource_id": finding.resource_id, "resource": resource, "kind": finding.kind, "member": finding.member,
+            "person": person, "found_at": finding.found_at, "corrected": finding.corrected}
+
+
 routes = [
     guarded_route("/admin/agents", agents_page, access=Access.admin),
     guarded_route("/admin/agents", create_agent, access=Access.admin, methods=["POST"]),
     guarded_route("/admin/agents/{agent_id:int}", agent_page, access=Access.admin),
     guarded_route("/admin/agents/{agent_id:int}", update_agent, access=Access.admin, methods=["POST"]),
     guarded_route("/admin/agents/{agent_id:int}/check", check_agent, access=Access.admin, methods=["POST"]),
+    guarded_route("/admin/agents/{agent_id:int}/drift", check_drift, access=Access.admin, methods=["POST"]),
 ]

@@ -17,7 +17,7 @@ from starlette.responses import RedirectResponse, Response
 from webapp.core.durations import DURATIONS, LABELS, duration_key
 from webapp.core.forms import FormInvalid, FormModel, parse_form, plain_int
 from webapp.core.models import Agent, DriftPolicy, Resource, ResourceKind, User, utcnow
-from webapp.services import catalog
+from webapp.services import catalog, drift
 from webapp.services.access_history import AccessAt, AccessAtQuery, holders_at
 from webapp.services.request_table import request_url
 from webapp.web.database import in_session, row_or_404
@@ -144,12 +144,12 @@ async def _resource_response(request: Request, *, status_code: int = 200, errors
                              approver_ids: list[int] | None = None) -> Response:
     resource_id = path_id(request, "resource_id")
 
-    def load(session: Session) -> tuple[Resource, list[User], list[User], list[Agent]]:
+    def load(session: Session) -> tuple[Resource, list[User], list[User], list[Agent], list[Any]]:
         resource = row_or_404(session, Resource, resource_id)
         return (resource, catalog.approvers_of(session, resource_id), catalog.possible_approvers(session),
-                catalog.agent_choices(session))
+                catalog.agent_choices(session), drift.findings_of(session, resource_id=resource_id))
 
-    resource, approvers, candidates, agents = await in_session(request, load)
+    resource, approvers, candidates, agents, findings = await in_session(request, load)
     current = {
         "name": resource.name, "kind": resource.kind, "description": resource.description,
         "approvals_required": str(resource.approvals_required),
@@ -159,7 +159,7 @@ async def _resource_response(request: Request, *, status_code: int = 200, errors
         "agent_id": str(resource.agent_id or ""), "target": resource.target, "drift_policy": resource.drift_policy,
     }
     context = {"resource": resource, "candidates": candidates, "errors": errors or {}, "error": error,
-               "values": values or current,
+               "values": values or current, "findings": findings,
                "approver_ids": approver_ids if approver_ids is not None else [u.id for u in approvers],
                "access_at": "", "access_errors": {}, **_resource_choices(agents)}
     return render(request, "admin_resource.html", context, block="resource_form", status_code=status_code)

@@ -31,8 +31,10 @@ from webapp.config import Settings
 from webapp.core.forms import FormModel
 from webapp.core.models import Decision, GrantState, RequestStatus, TaskStatus
 from webapp.services.access_history import AccessAtQuery
+from webapp.services.agent_settings import AgentRow, AgentTaskRow
 from webapp.services.logs import AuditQuery, ErrorQuery
 from webapp.services.request_table import Order, RequestQuery, RequestRow, SortKey
+from webapp.web.admin.agents import AgentForm
 from webapp.web.csrf import SESSION_COOKIE
 from webapp.web.ops.batches import LoadForm, ShutdownForm, SubmitForm
 from webapp.web.ops.runtime import ExecutorQuery, ScheduleQuery, ScheduleRow
@@ -96,6 +98,7 @@ class Counters(Shape):
     approved_today: int = Field(description="Since midnight UTC.")
     expiring_soon: int = Field(description="Active grants that end within 24 hours.")
     errors: int = Field(description="Error records of the last 24 hours.")
+    drift: int = Field(description="Admins: differences between targets and grants still standing (others: 0).")
 
 
 class Paging(Shape):
@@ -187,6 +190,55 @@ class TaskEvent(Shape):
 class TaskDetail(Task):
     actions: list[Literal["done", "cant", "retry", "resolve"]] = Field(description="What you may do now.")
     history: list[TaskEvent]
+
+
+class AgentList(Shape):
+    agents: list[AgentRow] = Field(description="Every agent, by name: health, queue, load and drift.")
+
+
+class AgentResource(Shape):
+    id: int
+    name: str
+    target: str
+    url: str
+
+
+class DriftShown(Shape):
+    resource_id: int
+    resource: str
+    kind: Literal["extra", "missing"] = Field(description="extra: a member with no grant; missing: a grant with "
+                                                          "no membership.")
+    member: str = Field(description="As the target names it.")
+    person: str | None
+    found_at: datetime
+    corrected: bool
+
+
+class AgentDetail(Shape):
+    agent: AgentRow
+    tasks: list[AgentTaskRow] = Field(description="Its newest tasks.")
+    resources: list[AgentResource]
+    drift: list[DriftShown] = Field(description="What its last drift check found.")
+
+
+class AgentSaved(Shape):
+    agent: AgentRow
+    url: str
+
+
+class AgentChecked(Shape):
+    agent_id: int
+    healthy: bool | None = Field(description="None for a manual agent: there is nothing to connect to.")
+    message: str
+
+
+class DriftChecked(Shape):
+    agent_id: int
+    checked: int = Field(description="Resources compared.")
+    found: int = Field(description="Differences found.")
+    corrected: int = Field(description="Differences corrected (resources set to correct).")
+    standing: int = Field(description="Differences still standing.")
+    errors: list[str] = Field(description="Targets that could not be read, and why.")
 
 
 class TaskReplied(Shape):
@@ -491,6 +543,25 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
            ("cant", "Failed, with your reason.", "Not a person's task that waits, or closed already.", ReasonForm),
            ("retry", "Trying again.", "Only a failed task can be retried.", NoteForm),
            ("resolve", "Closed by hand: the grant moves on.", "Only a failed task can be resolved.", ReasonForm))},
+    ("GET", "/admin/agents"): Operation("agents", {200: Answer("Every agent.", AgentList)}),
+    ("POST", "/admin/agents"): Operation("agents", {
+        201: Answer("Created.", AgentSaved, headers={"Location": "The agent's URL."}),
+        422: Answer("Refused: `fields` says which input is at fault (a settings line that would hold a secret, "
+                    "an unknown key, a name in use)."),
+    }, form=AgentForm),
+    ("GET", "/admin/agents/{agent_id}"): Operation("agents", {200: Answer("The agent.", AgentDetail)},
+                                                   path={"agent_id": ID_PARAMETER}),
+    ("POST", "/admin/agents/{agent_id}"): Operation("agents", {
+        200: Answer("Saved.", AgentSaved),
+        422: Answer("Refused: `fields` says which input is at fault."),
+    }, form=AgentForm, path={"agent_id": ID_PARAMETER}),
+    ("POST", "/admin/agents/{agent_id}/check"): Operation("agents", {
+        200: Answer("What reaching the system found (also recorded as the agent's health).", AgentChecked),
+    }, path={"agent_id": ID_PARAMETER}),
+    ("POST", "/admin/agents/{agent_id}/drift"): Operation("agents", {
+        200: Answer("What the check found and corrected.", DriftChecked),
+        409: Answer("This kind of agent cannot list members."),
+    }, path={"agent_id": ID_PARAMETER}),
     ("GET", "/my/requests"): Operation("requests", {200: Answer("Newest first.", RequestRows)}),
     ("GET", "/my/access"): Operation("requests", {200: Answer("Grants in force, by resource.", list[Holding])}),
     ("GET", "/approvals"): Operation("requests", {200: Answer("Oldest first.", RequestRows)}),
@@ -557,6 +628,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
 }
 TAGS = {
     "requests": "Access requests: ask, follow, decide, revoke; who held a resource when.",
+    "agents": "Agents: connections to the systems where grants take effect; health, connection test, drift (admins).",
     "tasks": "Fulfilment tasks: the changes agents and people make in target systems; done, retry, resolve.",
     "logs": "The error log and the audit log (admins).",
     "workflows": "DBOS workflows: list, inspect, cancel, resume, fork (admins).",

@@ -1,0 +1,149 @@
+"""Drift checks against the real systems (issue 13): a member added by hand in LDAP or in
+PostgreSQL is reported; with the resource in "correct" mode it is removed, audited and
+announced; a grant whose membership vanished is reported and, when correcting, restored."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from psycopg import sql
+
+from support.access import make_agent, make_resource, submit
+from support.pg_roles import PG_SERVER, create_login, drop_role, group_role, members_of, pg_server_up
+from support.slapd import GROUPS, Slapd, available
+from support.waiting import wait_for
+from support.web import post_form
+from webapp.core.db import Database
+from webapp.core.models import Agent, AuditEvent, DriftFinding, Grant, Notification, Resource
+from webapp.workflows.drift import cron
+
+
+@pytest.fixture
+def directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Slapd]:
+    if not available():
+        pytest.skip("needs OpenLDAP's slapd (Debian package slapd; .ci/run installs it)")
+    with Slapd(tmp_path) as running:
+        monkeypatch.setenv("GATEHOUSE_AGENT_TEST_LDAP_PASSWORD", running.password)
+        yield running
+
+
+def active(database: Database, request_id: int) -> bool:
+    with database.session() as session:
+        return session.scalar(sa.select(Grant.state).where(Grant.request_id == request_id)) == "active"
+
+
+def findings(database: Database, resource_id: int) -> list[tuple[str, str, bool]]:
+    with database.session() as session:
+        return sorted((f.kind, f.member, f.corrected) for f in session.scalars(
+            sa.select(DriftFinding).where(DriftFinding.resource_id == resource_id)))
+
+
+def audited(database: Database, action: str, resource_id: int) -> list[dict]:  # type: ignore[type-arg]
+    with database.session() as session:
+        return list(session.scalars(sa.select(AuditEvent.details).where(
+            AuditEvent.action == action, AuditEvent.subject == f"resource:{resource_id}").order_by(AuditEvent.id)))
+
+
+def set_policy(database: Database, resource_id: int, policy: str) -> None:
+    with database.session() as session:
+        session.get(Resource, resource_id).drift_policy = policy  # type: ignore[union-attr]
+
+
+def check_now(client, agent_id: int) -> str:  # type: ignore[no-untyped-def]
+    response = post_form(client, f"/admin/agents/{agent_id}/drift")
+    assert response.status_code == 303, response.text
+    return client.get(f"/admin/agents/{agent_id}").text
+
+
+def test_ldap_drift_is_reported_then_corrected(clients, database: Database, people, directory: Slapd) -> None:  # type: ignore[no-untyped-def]
+    holder = directory.add_person("member@example.com", "Mo Member").lower()
+    stranger = directory.add_person("stranger@example.com", "Sam Stranger").lower()
+    group = directory.add_group(f"cn=aws-production,{GROUPS}")
+    agent_id = make_agent(database, "ldap", directory.agent_config())
+    resource_id = make_resource(database, people, "aws-production", auto_approve=True, agent_id=agent_id,
+                                target=group)
+    request_id = submit(clients["member"], resource_id, "30d")
+    wait_for(lambda: active(database, request_id), what="the grant active")
+    directory.add_member(group, stranger)  # access given outside Gatehouse
+
+    page = check_now(clients["admin"], agent_id)
+    assert findings(database, resource_id) == [("extra", stranger, False)]
+    assert stranger in page and "member without a grant" in page
+    assert directory.members(group) == {holder, stranger}, "report mode changes nothing"
+    assert audited(database, "drift.found", resource_id)[0]["extra"] == [stranger]
+    assert clients["admin"].get("/dashboard/counters", headers={"Accept": "application/json"}).json()["drift"] == 1
+    with database.session() as session:
+        agent = session.get(Agent, agent_id)
+        assert agent.drift_found == 1 and agent.drift_checked_at is not None  # type: ignore[union-attr]
+
+    set_policy(database, resource_id, "correct")
+    check_now(clients["admin"], agent_id)
+    assert directory.members(group) == {holder}
+    assert findings(database, resource_id) == [("extra", stranger, True)]
+    assert audited(database, "drift.corrected", resource_id)[-1]["removed"] == [stranger]
+    wait_for(lambda: _announced(database, "admin@example.com", "Corrected 1 of 1"), what="the correction announced")
+
+    resource_page = clients["admin"].get(f"/admin/resources/{resource_id}").text
+    assert f"Member without a grant: {stranger} (corrected)" in resource_page
+    assert ">0</span> <span class=\"counter-label\">differences" in clients["admin"].get("/").text, "corrected: none stand"
+    check_now(clients["admin"], agent_id)
+    assert findings(database, resource_id) == [], "nothing left to find"
+
+
+def _announced(database: Database, recipient: str, text: str) -> bool:
+    with database.session() as session:
+        return any(text in body for body in session.scalars(sa.select(Notification.body).where(
+            Notification.recipient == recipient, Notification.subject.like("Drift in %"))))  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def pg_group() -> Iterator[str]:
+    if not pg_server_up():
+        pytest.skip("needs the local PostgreSQL server (127.0.0.1:5432)")
+    create_login("gh_member")
+    with group_role() as group:
+        yield group
+
+
+def test_postgres_drift_finds_a_hand_grant_and_a_lost_membership(clients, database: Database, people,  # type: ignore[no-untyped-def]
+                                                                 pg_group: str) -> None:
+    outsider = f"gh_outsider_{uuid.uuid4().hex[:6]}"
+    create_login(outsider)
+    try:
+        agent_id = make_agent(database, "postgres", {**PG_SERVER, "login_template": "gh_{local}"})
+        resource_id = make_resource(database, people, auto_approve=True, agent_id=agent_id, target=pg_group,
+                                    drift_policy="correct")
+        request_id = submit(clients["member"], resource_id, "30d")
+        wait_for(lambda: active(database, request_id), what="the grant active")
+        with psycopg.connect(**PG_SERVER, autocommit=True) as conn:  # type: ignore[arg-type]
+            conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(pg_group), sql.Identifier(outsider)))
+            conn.execute(sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(pg_group), sql.Identifier("gh_member")))
+        check_now(clients["admin"], agent_id)
+        assert findings(database, resource_id) == [("extra", outsider, True), ("missing", "gh_member", True)]
+        assert members_of(pg_group) == {"gh_member"}, "the extra removed, the missing restored"
+        corrected = audited(database, "drift.corrected", resource_id)[-1]
+        assert corrected["removed"] == [outsider] and corrected["added"] == ["gh_member"]
+    finally:
+        drop_role(outsider)
+
+
+def test_a_drift_check_of_an_unreachable_target_says_so(clients, database: Database, people) -> None:  # type: ignore[no-untyped-def]
+    from support.receivers import free_port
+
+    agent_id = make_agent(database, "postgres", {**PG_SERVER, "port": free_port()})
+    make_resource(database, people, agent_id=agent_id, target="reporting")
+    page = check_now(clients["admin"], agent_id)
+    assert "Could not read" in page and "did not answer" in page
+    with database.session() as session:
+        assert session.get(Agent, agent_id).healthy is False  # type: ignore[union-attr]
+
+
+def test_schedules_spread_agents_over_the_hour() -> None:
+    assert cron(7, 3600) == "0 7 */1 * * *"
+    assert cron(61, 900) == "1 */15 * * * *"
+    assert cron(3, 2 * 86400) == "0 3 3 * * *"
