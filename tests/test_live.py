@@ -14,7 +14,16 @@ from starlette.testclient import TestClient
 from support.sse_client import Event, read_stream
 from support.web import sign_in
 from webapp.core.db import Database
-from webapp.core.models import AccessRequest, AuditEvent, Resource, ResourceApprover, utcnow
+from webapp.core.models import (
+    AccessRequest,
+    Agent,
+    AuditEvent,
+    FulfilmentTask,
+    Grant,
+    Resource,
+    ResourceApprover,
+    utcnow,
+)
 from webapp.live.feed import AuditFeed, load_events
 from webapp.services.access import viewer
 from webapp.services.audit import record_event
@@ -222,3 +231,33 @@ def test_reconnecting_too_often_is_refused_with_retry_after(app, people) -> None
             with client.stream("GET", "/events") as response:
                 statuses.append((response.status_code, response.headers.get("retry-after")))
     assert [s for s, _ in statuses] == [200, 200, 200, 429] and int(statuses[-1][1]) >= 1
+
+
+def test_admins_hear_live_when_a_task_is_held_up_and_the_holder_when_access_is_in_place(  # type: ignore[no-untyped-def]
+        client: TestClient, database: Database, request_of, app, people) -> None:
+    request_id = request_of["member"]
+    with database.session() as session:
+        request = session.get(AccessRequest, request_id)
+        agent = Agent(name="directory", kind="ldap", settings={})
+        session.add(agent)
+        session.flush()
+        grant = Grant(request_id=request_id, user_id=request.requester_id, resource_id=request.resource_id)  # type: ignore[union-attr]
+        session.add(grant)
+        session.flush()
+        task = FulfilmentTask(grant_id=grant.id, action="add", agent_id=agent.id, resource_id=grant.resource_id,  # type: ignore[arg-type]
+                              user_id=grant.user_id, target="cn=wiki", workflow_id="live-task")
+        session.add(task)
+        session.flush()
+        task_id, grant_id = task.id, grant.id
+    start = write(database, "user:1", "noise")
+    write(database, f"task:{task_id}", "task.retrying")
+    write(database, f"grant:{grant_id}", "grant.active")
+
+    admin = TestClient(app)
+    sign_in(admin, "admin@example.com")
+    seen = read_messages(admin, start, 2)
+    toasts = [e.text for e in seen if e.name == "toast"]
+    assert len(toasts) == 1 and "Access to live-a for Mo Member is held up" in toasts[0], "admins only, once"
+    sign_in(client, "member@example.com")
+    mine = [e.text for e in read_messages(client, start, 2) if e.name == "toast"]
+    assert len(mine) == 1 and "Your access to live-a is in place." in mine[0]

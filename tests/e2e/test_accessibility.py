@@ -23,7 +23,7 @@ from support.browser import (
     sign_in,
 )
 from webapp.core.db import Database
-from webapp.core.models import AccessRequest, Grant
+from webapp.core.models import AccessRequest, Agent, FulfilmentTask, Grant
 from webapp.services.demo import email_for, seed_demo
 
 MEMBER = email_for("Jamal Carter")
@@ -54,6 +54,20 @@ class Audit:
         assert not report, "\n".join(report)
 
 
+def waiting_task(database: Database, request_id: int) -> int:
+    """A manual task waiting for a person, on a demo grant: its page shows the forms people use
+    (only rendered here; tests/test_fulfilment.py drives the real thing)."""
+    with database.session() as session:
+        grant = session.scalars(sa.select(Grant).where(Grant.request_id == request_id)).one()
+        desk = session.scalars(sa.select(Agent).where(Agent.kind == "manual")).first()
+        task = FulfilmentTask(grant_id=grant.id, action="add", agent_id=desk.id, resource_id=grant.resource_id,  # type: ignore[union-attr, arg-type]
+                              user_id=grant.user_id, target="Payroll admin console: HR role", status="waiting",
+                              workflow_id=f"grant-{grant.id}-add")
+        session.add(task)
+        session.flush()
+        return task.id  # type: ignore[return-value]
+
+
 def test_every_page_passes_axe_with_a_clean_console(serve, open_page, database: Database) -> None:  # type: ignore[no-untyped-def]
     with database.session() as session:
         seed_demo(session, password=PASSWORD)
@@ -62,6 +76,7 @@ def test_every_page_passes_axe_with_a_clean_console(serve, open_page, database: 
             .order_by(Grant.id)
         ).first()
     assert granted is not None
+    task_id = waiting_task(database, granted)
     server = serve()
     audit = Audit()
 
@@ -184,6 +199,9 @@ def test_every_page_passes_axe_with_a_clean_console(serve, open_page, database: 
     admin.page.get_by_role("link", name="finance-service-desk").click()
     admin.page.wait_for_url(re.compile(r"/admin/agents/\d+$"))
     audit.check(admin, "one agent")
+    admin.goto(f"/tasks/{task_id}")
+    assert admin.page.get_by_role("button", name="Done").is_visible()
+    audit.check(admin, "a person's task, with Done and Can't do")
     admin.goto("/ops/schedules")
     admin.page.get_by_role("button", name="Pause schedule sweep").click()  # htmx swaps the table
     admin.page.get_by_role("button", name="Resume schedule sweep").wait_for()

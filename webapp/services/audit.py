@@ -66,6 +66,7 @@ class Action(StrEnum):
     # task:<id> (a fulfilment task; its grant's request sees it)
     TASK_DONE = "task.done"  # by a person
     TASK_FAILED = "task.failed"
+    TASK_RETRYING = "task.retrying"  # its target does not answer (once per new error)
     TASK_RETRIED = "task.retried"
     TASK_CANCELLED = "task.cancelled"
     # user:<id>

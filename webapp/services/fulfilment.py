@@ -225,9 +225,9 @@ def note_failure(session: Session, task_id: int, error: str, *, transient: bool,
         session.add(ErrorRecord(source=ERROR_SOURCE, workflow_id=workflow_id,
                                 message={"task": task.id, "action": task.action, "target": task.target,
                                          "transient": transient, "error": error}))
-    if not transient:
-        record_event(session, actor="workflow", action=Action.TASK_FAILED, subject=f"task:{task.id}",
-                     details={"action": task.action, "error": error})
+    if not transient or new:  # a refusal, or a target newly down: admins see it live
+        record_event(session, actor="workflow", action=Action.TASK_RETRYING if transient else Action.TASK_FAILED,
+                     subject=f"task:{task.id}", details={"action": task.action, "error": error})
 
 
 def count_attempt(session: Session, task_id: int) -> None:

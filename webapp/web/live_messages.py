@@ -59,6 +59,10 @@ def toast_for(event: FeedEvent, principal: Principal) -> Toast | None:
         return Toast("info", f"New request #{row.id}: {row.requester} asks for {row.resource}.")
     if event.action == Action.REQUEST_CANCELED and principal.id in event.approvers and not mine:
         return Toast("info", f"{label} was withdrawn by {row.requester}.")
+    if principal.is_admin and event.action in (Action.TASK_FAILED, Action.TASK_RETRYING):
+        return Toast("error", f"Access to {row.resource} for {row.requester} is held up: "
+                              + ("a task needs a person (see Tasks)." if event.action == Action.TASK_FAILED
+                                 else "its system does not answer; the task keeps retrying."))
     if not mine:
         return None
     return {
@@ -69,6 +73,7 @@ def toast_for(event: FeedEvent, principal: Principal) -> Toast | None:
         Action.REQUEST_FAILED: Toast("error", f"{label} failed; the administrators can see why."),
         Action.GRANT_EXPIRING: Toast("info", f"Your access to {row.resource} ends within a day."),
         Action.GRANT_REVOKED: Toast("info", f"Your access to {row.resource} has ended."),
+        Action.GRANT_ACTIVE: Toast("ok", f"Your access to {row.resource} is in place."),
     }.get(event.action)
 
 
