@@ -79,25 +79,33 @@ def admins(session: Session) -> list[User]:
                                 .order_by(User.email)))
 
 
-def refusal(session: Session, actor: Principal | User | None, task: FulfilmentTask, kind: str) -> str | None:
+class Refused(TypedDict):
+    status: int  # 403: not this person's to do; 409: not in this state
+    why: str
+
+
+def refusal(session: Session, actor: Principal | User | None, task: FulfilmentTask, kind: str) -> Refused | None:
     """Why `actor` may not send `kind` to this task now, or None when they may."""
+    def no(status: int, why: str) -> Refused:
+        return Refused(status=status, why=why)
+
     if kind not in PEOPLE_KINDS:
-        return f"unknown action {kind!r}"
+        return no(403, f"unknown action {kind!r}")
     if actor is None or not getattr(actor, "active", True):
-        return "unknown or inactive person"
+        return no(403, "unknown or inactive person")
     agent_kind = session.scalar(sa.select(Agent.kind).where(Agent.id == task.agent_id))
     is_admin = getattr(actor, "role", None) == Role.admin
     is_assignee = agent_kind == MANUAL and any(p.id == actor.id for p in assignees(session, task))
     if not (is_admin or is_assignee):
-        return "only the task's assignees and admins can act on it"
+        return no(403, "only the task's assignees and admins can act on it")
     if actor.id == task.user_id:
-        return "nobody may close a task about their own access"
+        return no(403, "nobody may close a task about their own access")
     if task.status not in OPEN_TASK_STATUSES:
-        return f"the task is already {task.status}"
+        return no(409, f"the task is already {task.status}")
     if kind in ("done", "cant") and (agent_kind != MANUAL or task.status != TaskStatus.waiting):
-        return "only a person's task that waits for them can be marked done or impossible"
+        return no(409, "only a person's task that waits for them can be marked done or impossible")
     if kind in ("retry", "resolve") and task.status != TaskStatus.failed:
-        return "only a failed task can be retried or resolved"
+        return no(409, "only a failed task can be retried or resolved")
     return None
 
 
@@ -106,9 +114,9 @@ def check_message(session: Session, principal: Principal, task_id: int, kind: st
     task = session.get(FulfilmentTask, task_id)
     if task is None or not may_view(session, principal, task):
         raise TaskError(404, f"No task #{task_id}.")
-    why = refusal(session, principal, task, kind)
-    if why:
-        raise TaskError(409 if "already" in why or "only a" in why else 403, why[0].upper() + why[1:] + ".")
+    refused = refusal(session, principal, task, kind)
+    if refused:
+        raise TaskError(refused["status"], refused["why"][0].upper() + refused["why"][1:] + ".")
     return task.workflow_id
 
 
@@ -127,9 +135,9 @@ def apply_message(session: Session, task_id: int, message: TaskMessage) -> TaskR
         applied = fulfilment.cancel_task(session, task_id)
         return TaskReply(applied=applied, status=task.status, note="" if applied else f"the task is {task.status}")
     actor = session.get(User, message.get("actor_id")) if message.get("actor_id") else None
-    why = refusal(session, actor, task, str(kind))
-    if why:
-        return TaskReply(applied=False, status=task.status, note=why)
+    refused = refusal(session, actor, task, str(kind))
+    if refused:
+        return TaskReply(applied=False, status=task.status, note=refused["why"])
     assert actor is not None and actor.id is not None
     note = str(message.get("note") or "").strip()
     if kind in ("done", "resolve"):

@@ -41,7 +41,6 @@ from webapp.services.notifications import Message
 from webapp.services.tasks import TaskError, TaskMessage, TaskReply, apply_message, check_message, reminder_for
 from webapp.workflows.datasource import datasource
 from webapp.workflows.notifications import OUTBOX, send_notifications
-from webapp.workflows.runtime import start_workflow
 
 log = logging.getLogger(__name__)
 TASK_TOPIC = "task"  # people's messages to a task
@@ -183,7 +182,8 @@ def _attempt(facts: TaskFacts, number: int) -> Outcome:
 def task_workflow(workflow_id: str, parent: str | None = None) -> str:
     """Carry out one task; its final status (done or cancelled)."""
     facts = start_task(workflow_id)
-    settled = _settle_add_first(facts["wait_for"]) if facts.get("wait_for") else None
+    if facts.get("wait_for"):
+        _settle_add_first(facts["wait_for"])  # type: ignore[arg-type]
     if facts["status"] in (TaskStatus.done, TaskStatus.cancelled):
         status = facts["status"]  # closed before it started (an add its grant's end cancelled)
     elif facts["action"] == "remove" and skip_if_still_held(facts["task_id"]):
@@ -191,7 +191,6 @@ def task_workflow(workflow_id: str, parent: str | None = None) -> str:
     else:
         _carry_out(facts)
         status = task_status(facts["task_id"])  # cancelled meanwhile, even if an attempt then succeeded
-    log.debug("task %s: %s (its add: %s)", workflow_id, status, settled)
     if parent:
         DBOS.send(parent, {"task": workflow_id, "status": status}, SETTLED_TOPIC)
     return status
@@ -255,11 +254,6 @@ def _remind(facts: TaskFacts, round_: int) -> None:
 
 
 # What the pages call -------------------------------------------------------------------------
-
-async def start(workflow_id: str, parent: str | None = None) -> None:
-    """Start (or attach to) a task's workflow from async code."""
-    await start_workflow(workflow_id, task_workflow, workflow_id, parent)
-
 
 async def send_message(database: Database, principal: Principal, task_id: int, kind: str, note: str = "") -> TaskReply:
     """Send a person's message (done, cant, retry, resolve) to the task and return what it did.
