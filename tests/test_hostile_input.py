@@ -42,6 +42,7 @@ FORMS: dict[tuple[str, str], list[str] | None] = {
     ("POST", "/account/tokens"): ["name", "scopes", "days"],
     ("POST", "/account/tokens/{token_id:int}/revoke"): [],
     ("POST", "/grants/{grant_id:int}/revoke"): ["note"],
+    ("POST", "/hooks/demo"): ["action", "person"],  # unsigned: refused before anything is read
     ("POST", "/tasks/{task_id:int}/done"): ["note"],
     ("POST", "/tasks/{task_id:int}/cant"): ["note"],
     ("POST", "/tasks/{task_id:int}/retry"): [],

@@ -40,6 +40,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("POST", "/account/tokens"): Access.member,
     ("POST", "/account/tokens/{token_id:int}/revoke"): Access.member,
     ("GET", "/approvals"): Access.approver,
+    ("POST", "/hooks/demo"): Access.public,  # unsigned: a 403 from the receiver itself, for everyone
     ("GET", "/tasks"): Access.member,
     ("GET", "/tasks/{task_id:int}"): Access.member,  # no such task here: a 404 for everyone signed in
     ("POST", "/tasks/{task_id:int}/done"): Access.member,  # no such task: a 404 (assignees and admins: tests/test_fulfilment.py)

@@ -9,6 +9,7 @@ before tearing DBOS down.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,7 +27,8 @@ from webapp.core.db import Database, psycopg_url
 from webapp.core.logging_setup import configure_logging
 from webapp.live.counters import CounterCache
 from webapp.live.feed import AuditFeed
-from webapp.web import admin, api, events, health, home, ops, requests, sign_in, tasks, tokens
+from webapp.services.demo_receiver import DEMO_SECRET_ENV, demo_secret
+from webapp.web import admin, api, events, health, home, hooks, ops, requests, sign_in, tasks, tokens
 from webapp.web.csrf import CSRFCookieMiddleware
 from webapp.web.errors import EXCEPTION_HANDLERS
 from webapp.web.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
@@ -47,6 +49,7 @@ def app_routes() -> list[BaseRoute]:
         *events.routes,
         *tokens.routes,
         *tasks.routes,
+        *hooks.routes,
         *admin.routes,
         *ops.routes,
         *api.routes,
@@ -63,6 +66,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         configure_logging(settings.log_level, settings.resolved_log_format)
         database = Database(settings.database_url)
         app.state.db = database
+        # seed-demo's webhook agent signs with the demo receiver's secret (an agent reads
+        # secrets only from GATEHOUSE_AGENT_* variables): this process hands it over.
+        os.environ.setdefault(DEMO_SECRET_ENV, demo_secret(settings.session_secret))
         workflows.start(settings, database)
         feed = AuditFeed(database, poll_interval=settings.live_poll_interval,
                          listen_url=None if settings.uses_sqlite else psycopg_url(settings.database_url),

@@ -24,7 +24,7 @@ def seed(settings: Settings, args: argparse.Namespace) -> int:
                     return 0
                 print(f"Demo logins (password: {DEMO_PASSWORD}):")
             else:
-                logins = seed_demo(session)
+                logins = seed_demo(session, base_url=settings.base_url)
                 print(f"Demo organisation created. Every demo login uses the password: {DEMO_PASSWORD}")
     finally:
         database.dispose()

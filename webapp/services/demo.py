@@ -34,6 +34,8 @@ from webapp.core.models import (
 )
 from webapp.core.passwords import hash_password
 from webapp.services.audit import Action, record_event
+from webapp.services.demo_receiver import DEMO_SECRET_ENV
+from webapp.services.demo_receiver import PATH as DEMO_RECEIVER_PATH
 
 DEMO_PASSWORD = "gatehouse-demo"
 DEMO_DOMAIN = "example.com"
@@ -141,7 +143,8 @@ def demo_logins(session: Session) -> list[DemoLogin]:
     return [DemoLogin(u.email, u.name, u.role) for u in sorted(users, key=lambda u: emails.index(u.email))]
 
 
-def seed_demo(session: Session, *, now: datetime | None = None, password: str = DEMO_PASSWORD) -> list[DemoLogin]:
+def seed_demo(session: Session, *, now: datetime | None = None, password: str = DEMO_PASSWORD,
+              base_url: str = "http://127.0.0.1:8000") -> list[DemoLogin]:
     """Create the demo organisation; returns the logins to print. Assumes an empty database."""
     now = now or utcnow()
     rng = random.Random(20261123)
@@ -176,7 +179,7 @@ def seed_demo(session: Session, *, now: datetime | None = None, password: str = 
         record_event(session, actor="seed", action=Action.RESOURCE_CREATED, subject=f"resource:{resources[name].id}",
                      details={"name": name, "approvers": [users[a].email for a in approvers]})
 
-    _seed_agents(session, now, users, resources)
+    _seed_agents(session, now, resources, base_url)
     _seed_history(session, rng, now, users, resources)
     _seed_team_access(session, rng, now, users, resources)
     session.flush()
@@ -291,19 +294,25 @@ def _approve(session: Session, request: AccessRequest, resource: Resource, appro
                      details={"request": request.id, "early": status == RequestStatus.revoked})
 
 
-# Resources whose grants a person carries out (a manual agent): each new grant becomes a task
-# on /tasks for the resource's owner, so fulfilment is at work after `make run` with no set-up.
+# Agents that work with no set-up, so fulfilment is at work after `make run`: a person carries
+# out payroll and netsuite grants (a task on /tasks for the resource's owner), and a signed
+# webhook tells the app's own demo receiver about salesforce ones (each lands in the outbox).
 MANUAL_TARGETS = {"payroll": "Payroll admin console: HR role", "netsuite": "NetSuite role: AP clerk"}
+WEBHOOK_TARGETS = {"salesforce": "Sales Cloud users"}
 
 
-def _seed_agents(session: Session, now: datetime, users: dict[str, User], resources: dict[str, Resource]) -> None:
-    desk = Agent(name="finance-service-desk", kind="manual", settings={}, created_at=now - timedelta(days=100))
-    session.add(desk)
+def _seed_agents(session: Session, now: datetime, resources: dict[str, Resource], base_url: str) -> None:
+    created = now - timedelta(days=100)
+    desk = Agent(name="finance-service-desk", kind="manual", settings={}, created_at=created)
+    hook = Agent(name="demo-webhook", kind="webhook", created_at=created,
+                 settings={"url": base_url.rstrip("/") + DEMO_RECEIVER_PATH, "secret_env": DEMO_SECRET_ENV})
+    session.add_all([desk, hook])
     session.flush()
-    for name, target in MANUAL_TARGETS.items():
-        resources[name].agent_id, resources[name].target = desk.id, target
-    record_event(session, actor="seed", action=Action.AGENT_CREATED, subject=f"agent:{desk.id}",
-                 details={"name": desk.name, "kind": desk.kind, "resources": sorted(MANUAL_TARGETS)})
+    for agent, targets in ((desk, MANUAL_TARGETS), (hook, WEBHOOK_TARGETS)):
+        for name, target in targets.items():
+            resources[name].agent_id, resources[name].target = agent.id, target
+        record_event(session, actor="seed", action=Action.AGENT_CREATED, subject=f"agent:{agent.id}",
+                     details={"name": agent.name, "kind": agent.kind, "resources": sorted(targets)})
 
 
 def _close(session: Session, request: AccessRequest, status: str, at: datetime,

@@ -53,10 +53,13 @@ def required_scope(method: str, access: Access) -> TokenScope:
 
 def guarded_route(
     path: str, endpoint: Endpoint, *, access: Access, methods: Sequence[str] = ("GET",), name: str | None = None,
-    browser_only: bool = False,
+    browser_only: bool = False, signed: bool = False,
 ) -> Route:
     """A route that only `access` and above may call; with a token, only when the token
-    carries the scope the method needs, and never when `browser_only` (managing tokens)."""
+    carries the scope the method needs, and never when `browser_only` (managing tokens).
+    `signed`: a public endpoint that authenticates each request by its signature (a webhook
+    receiver), so browsers' CSRF checks do not apply."""
+    assert not signed or access is Access.public, "a signed endpoint authenticates by its signature alone"
     async def guard(request: Request) -> Response:
         principal = await _authenticate(request)
         request.state.principal = principal
@@ -73,7 +76,7 @@ def guarded_route(
                 raise HTTPException(403, f"This API token lacks the {scope} scope.")
             with acting_through(principal.token_id):
                 return await endpoint(request)
-        if request.method not in SAFE_METHODS:
+        if request.method not in SAFE_METHODS and not signed:  # a signed endpoint checks its own HMAC
             check_origin(request)
             await check_token(request)
         return await endpoint(request)
