@@ -181,10 +181,12 @@ async def _save_agent(request: Request, agent_id: int | None) -> Response:
 
 
 async def create_agent(request: Request) -> Response:
+    """Add an agent: its kind, settings (naming where each secret lives) and queue limits."""
     return await _save_agent(request, None)
 
 
 async def update_agent(request: Request) -> Response:
+    """Change an agent's settings or limits; its drift schedule follows."""
     return await _save_agent(request, _agent_id(request))
 
 
