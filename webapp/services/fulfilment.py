@@ -155,8 +155,7 @@ def start_task(session: Session, workflow_id: str) -> TaskFacts:
         # even if its workflow has not started yet, and let the removal wait for it to settle.
         add = session.scalar(sa.select(FulfilmentTask).where(
             FulfilmentTask.grant_id == task.grant_id, FulfilmentTask.action == TaskAction.add))
-        if add is not None:
-            cancel_task(session, add.id)  # type: ignore[arg-type]
+        if add is not None and cancel_task(session, add.id):  # type: ignore[arg-type]
             wait_for = add.workflow_id
     return TaskFacts(task_id=task.id, action=task.action, agent_id=agent.id, agent_kind=agent.kind,  # type: ignore[typeddict-item]
                      settings=dict(agent.settings or {}), target=task.target, email=person.email, name=person.name,

@@ -36,7 +36,6 @@ from datetime import UTC, datetime
 from dbos import DBOS, SetWorkflowID
 
 from webapp.config import Settings
-from webapp.core.background import in_thread
 from webapp.core.db import Database
 from webapp.core.durations import describe
 from webapp.core.errors import NotAnsweredYet
@@ -71,6 +70,7 @@ log = logging.getLogger(__name__)
 DECISION_TOPIC = "decision"
 REVOKE_TOPIC = "revoke"
 RECORDED_EVENT = "recorded"
+REVOKED_EVENT = "revoked"  # a revoke workflow ended the grant (or found it ended)
 ANSWER_SECONDS = 10.0  # how long a page waits for the workflow to say what it did
 
 
@@ -283,6 +283,7 @@ def revoke_grant_workflow(grant_id: int, actor_id: int | None, note: str, access
         _tell_requester(facts, "grant.revoked", f"Your access to {facts['resource']} was revoked",
                         f"An administrator revoked your access to {facts['resource']}."
                         + (f"\n\nReason: {note}" if note else ""))
+    DBOS.set_event(REVOKED_EVENT, revoked)  # the operator's page answers now (LISTEN/NOTIFY, no polling)
     if access_workflow_id and DBOS.get_workflow_status(access_workflow_id) is not None:
         DBOS.send(access_workflow_id, {"grant_id": grant_id}, REVOKE_TOPIC)  # imported grants have none
     return revoked
@@ -354,7 +355,9 @@ async def revoke(database: Database, principal: Principal, grant_id: int, note: 
     sleeper = target["access_workflow_id"]
     if sleeper and not await is_known(sleeper):
         sleeper = None  # imported history (the demo seed) has no workflow to wake
-    handle = await start_workflow(revoke_workflow_id(grant_id), revoke_grant_workflow, grant_id, principal.id, note,
-                                  sleeper, target["facts"], principal.token_id)
-    await in_thread(handle.get_result)
+    workflow_id = revoke_workflow_id(grant_id)
+    await start_workflow(workflow_id, revoke_grant_workflow, grant_id, principal.id, note, sleeper, target["facts"],
+                         principal.token_id)
+    if await DBOS.get_event_async(workflow_id, REVOKED_EVENT, timeout_seconds=ANSWER_SECONDS) is None:
+        raise NotAnsweredYet("The revoke was accepted but has not taken effect yet; reload the page shortly.")
     return target["facts"]["request_id"]

@@ -4,9 +4,11 @@
       1. start_task            transaction: running (or waiting, for a person); a removal
                                first cancels the grant's add if still open and waits for it
       2. automatic agents: each attempt is `attempt_workflow`, enqueued on the agent's own
-         queue ("agent-<id>": its concurrency and rate limit), which runs the operation as a
-         step, records what happened (done; or the error, the agent unhealthy, an ErrorRecord)
-         in a transaction, and sends the outcome back. Unreachable: pause with backoff (up to
+         queue ("agent-<id>": its concurrency and rate limit), which reads the task and the
+         agent's settings afresh (a removal another grant on the same target still needs is
+         done without touching it), runs the operation as a step, records what happened
+         (done; or the error, the agent unhealthy, an ErrorRecord) in a transaction, and sends
+         the outcome back. Unreachable: pause with backoff (up to
          AGENT_RETRY_MAX_SECONDS) and try again, for as long as it takes. Refused: the task is
          failed and waits, open and loud, until a person retries or resolves it.
          manual agents: the task waits for a person (Done / Can't do), reminding the assignees
@@ -47,6 +49,7 @@ TASK_TOPIC = "task"  # people's messages to a task
 SETTLED_TOPIC = "task-settled"  # a task tells the workflow that waits for it
 ANSWER_SECONDS = 10.0
 WAIT_SLICE_SECONDS = 3600.0  # long waits are taken in slices (recv needs a timeout)
+ATTEMPT_CHECK_SECONDS = 30.0  # how often a task waiting for its attempt looks whether it died
 
 
 class Policy(TypedDict):
@@ -154,26 +157,37 @@ def operate(facts: TaskFacts) -> Outcome:
 
 
 @DBOS.workflow()
-def attempt_workflow(task_id: int) -> Outcome:
-    """One try, on the agent's queue: read the task afresh, make the change, record what happened."""
+def attempt_workflow(task_id: int, reply_to: str, topic: str) -> Outcome:
+    """One try, on the agent's queue: read the task afresh, make the change, record what
+    happened, and tell the task (a message wakes it at once; polling for a result would not)."""
     facts = attempt_facts(task_id)
     if facts is None:  # closed meanwhile, or a removal another grant still needs
-        return Outcome(error=None, transient=False)
-    outcome = operate(facts)
-    record_outcome(task_id, outcome)
+        outcome = Outcome(error=None, transient=False)
+    else:
+        outcome = operate(facts)
+        record_outcome(task_id, outcome)
+    DBOS.send(reply_to, outcome, topic)
     return outcome
 
 
+ENDED_BADLY = ("ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
+
+
 def _attempt(facts: TaskFacts, number: int) -> Outcome:
-    """Enqueue one try on the agent's queue and wait for its result (it may wait in the queue).
-    A try that failed outright (its workflow errored) counts as a transient failure."""
-    attempt_id = f"{facts['key']}-try-{number}"
+    """Enqueue one try on the agent's queue and wait for what it found (it may wait in the
+    queue). A try that ended without answering (errored, cancelled from the ops console)
+    counts as a transient failure, so the task never waits for an answer that cannot come."""
+    attempt_id, topic = f"{facts['key']}-try-{number}", f"attempt-{number}"
     with SetWorkflowID(attempt_id):
-        DBOS.enqueue_workflow(queue_name(facts["agent_id"]), attempt_workflow, facts["task_id"])
-    try:
-        return DBOS.get_result(attempt_id)  # type: ignore[no-any-return]
-    except Exception as exc:
-        return Outcome(error=f"The attempt failed: {type(exc).__name__}: {exc}", transient=True)
+        DBOS.enqueue_workflow(queue_name(facts["agent_id"]), attempt_workflow, facts["task_id"], DBOS.workflow_id,
+                              topic)
+    while True:
+        outcome = DBOS.recv(topic, timeout_seconds=ATTEMPT_CHECK_SECONDS)
+        if outcome is not None:
+            return outcome  # type: ignore[no-any-return]
+        status = DBOS.get_workflow_status(attempt_id)
+        if status is not None and status.status in ENDED_BADLY:
+            return Outcome(error=f"The attempt ended without an answer ({status.status}).", transient=True)
 
 
 # The task ------------------------------------------------------------------------------------
