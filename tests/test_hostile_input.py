@@ -182,7 +182,7 @@ background_random = pytest.mark.filterwarnings("ignore:Do not use the `random` m
 
 @background_random
 @pytest.mark.parametrize(("method", "path"), FUZZED)
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_forms_survive_hostile_input(admin_client, database: Database, method: str, path: str, data) -> None:  # type: ignore[no-untyped-def]
     client, ids = admin_client
@@ -202,7 +202,7 @@ def test_forms_survive_hostile_input(admin_client, database: Database, method: s
 
 @background_random
 @pytest.mark.parametrize("path", sorted(QUERIES))
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_query_parameters_survive_hostile_input(admin_client, database: Database, path: str, data) -> None:  # type: ignore[no-untyped-def]
     client, ids = admin_client
@@ -232,7 +232,7 @@ unicode_text = st.one_of(
 
 @background_random
 @pytest.mark.parametrize(("method", "path"), ENDPOINTS)
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_headers_and_cookies_survive_arbitrary_unicode(admin_client, method: str, path: str, data) -> None:  # type: ignore[no-untyped-def]
     """Every header and cookie the app reads, and the stream's resume id, with any Unicode:

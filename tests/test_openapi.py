@@ -43,8 +43,8 @@ BASE_URL = "http://testserver"
 FAILED = (AssertionError, schemathesis.errors.FailureGroup, ExceptionGroup)  # a check's verdict, one or several
 REASON = "Checking the API against its own description."
 # Examples per operation: valid requests, then invalid ones. Derandomized, so a run is repeatable.
-POSITIVE_EXAMPLES = 15
-NEGATIVE_EXAMPLES = 10
+POSITIVE_EXAMPLES = 8
+NEGATIVE_EXAMPLES = 5
 
 
 def bearer(database: Database, people, role: str) -> str:  # type: ignore[no-untyped-def]
