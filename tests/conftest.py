@@ -16,6 +16,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
@@ -30,6 +31,9 @@ from webapp.config import Settings
 from webapp.core import models  # noqa: F401 - registers the tables
 from webapp.core.db import Database
 from webapp.core.migrate import upgrade
+
+if TYPE_CHECKING:  # imported late below: support.receivers is a pytest plugin, loaded after this file
+    from support.slapd import Slapd
 
 pytest_plugins = ["support.receivers"]  # SMTP and webhook servers on loopback
 
@@ -258,3 +262,29 @@ def clients(fast_settings, people) -> Iterator[dict[str, TestClient]]:  # type: 
         for role, browser in browsers.items():
             sign_in(browser, people[role].email)
         yield browsers
+
+
+# Target systems for the agents (issue 13), started by the tests on loopback ------------------
+
+@pytest.fixture
+def directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Slapd]:
+    """A throwaway OpenLDAP slapd; the LDAP agent's password in GATEHOUSE_AGENT_TEST_LDAP_PASSWORD."""
+    from support.slapd import Slapd, available
+
+    if not available():
+        pytest.skip("needs OpenLDAP's slapd (Debian package slapd; .ci/run installs it)")
+    with Slapd(tmp_path) as running:
+        monkeypatch.setenv("GATEHOUSE_AGENT_TEST_LDAP_PASSWORD", running.password)
+        yield running
+
+
+@pytest.fixture
+def pg_group() -> Iterator[str]:
+    """A fresh group role on the local PostgreSQL server, and the login gh_member."""
+    from support.pg_roles import create_login, group_role, pg_server_up
+
+    if not pg_server_up():
+        pytest.skip("needs the local PostgreSQL server (127.0.0.1:5432)")
+    create_login("gh_member")
+    with group_role() as group:
+        yield group

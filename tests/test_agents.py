@@ -17,7 +17,7 @@ import pytest
 from support.pg_roles import PG_SERVER, create_login, group_role, members_of, pg_server_up
 from support.receivers import HttpReceiver, free_port
 from support.scim_server import ScimServer
-from support.slapd import GROUPS, Slapd, available
+from support.slapd import GROUPS, Slapd
 from webapp.agents import agent_for, reach
 from webapp.agents.base import Change, Person, Refused, SecretRef, Unreachable
 from webapp.agents.ldap import LdapAgent
@@ -68,15 +68,6 @@ def test_postgres_secrets_come_from_the_environment_never_the_settings(pg_roles:
     os.environ.pop("GATEHOUSE_AGENT_TEST_UNSET_SECRET", None)
     with pytest.raises(Refused, match="GATEHOUSE_AGENT_TEST_UNSET_SECRET"):
         agent.check()
-
-
-@pytest.fixture
-def directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Slapd]:
-    if not available():
-        pytest.skip("needs OpenLDAP's slapd (Debian package slapd; .ci/run installs it)")
-    with Slapd(tmp_path) as running:
-        monkeypatch.setenv("GATEHOUSE_AGENT_TEST_LDAP_PASSWORD", running.password)
-        yield running
 
 
 @pytest.mark.parametrize("unique", [False, True], ids=["groupOfNames", "groupOfUniqueNames"])

@@ -5,31 +5,19 @@ announced; a grant whose membership vanished is reported and, when correcting, r
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
-import pytest
 import sqlalchemy as sa
 from psycopg import sql
 
 from support.access import make_agent, make_resource, submit
-from support.pg_roles import PG_SERVER, create_login, drop_role, group_role, members_of, pg_server_up
-from support.slapd import GROUPS, Slapd, available
+from support.pg_roles import PG_SERVER, create_login, drop_role, members_of
+from support.slapd import GROUPS, Slapd
 from support.waiting import wait_for
 from support.web import post_form
 from webapp.core.db import Database
 from webapp.core.models import Agent, AuditEvent, DriftFinding, Grant, Notification, Resource
 from webapp.workflows.drift import cron
-
-
-@pytest.fixture
-def directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Slapd]:
-    if not available():
-        pytest.skip("needs OpenLDAP's slapd (Debian package slapd; .ci/run installs it)")
-    with Slapd(tmp_path) as running:
-        monkeypatch.setenv("GATEHOUSE_AGENT_TEST_LDAP_PASSWORD", running.password)
-        yield running
 
 
 def active(database: Database, request_id: int) -> bool:
@@ -99,15 +87,6 @@ def _announced(database: Database, recipient: str, text: str) -> bool:
     with database.session() as session:
         return any(text in body for body in session.scalars(sa.select(Notification.body).where(
             Notification.recipient == recipient, Notification.subject.like("Drift in %"))))  # type: ignore[attr-defined]
-
-
-@pytest.fixture
-def pg_group() -> Iterator[str]:
-    if not pg_server_up():
-        pytest.skip("needs the local PostgreSQL server (127.0.0.1:5432)")
-    create_login("gh_member")
-    with group_role() as group:
-        yield group
 
 
 def test_postgres_drift_finds_a_hand_grant_and_a_lost_membership(clients, database: Database, people,  # type: ignore[no-untyped-def]

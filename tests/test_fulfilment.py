@@ -6,41 +6,21 @@ keeps its task retrying, visibly, until it is back; a refusal fails the task lou
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from dbos import DBOS, SetWorkflowID
 
 from support.access import REASON, make_agent, make_resource, status_of, submit
-from support.pg_roles import PG_SERVER, create_login, drop_role, group_role, members_of, pg_server_up
+from support.pg_roles import PG_SERVER, create_login, drop_role, members_of
 from support.scim_server import ScimServer
-from support.slapd import GROUPS, Slapd, available
+from support.slapd import GROUPS, Slapd
 from support.waiting import wait_for
 from support.web import post_form
 from webapp.core.db import Database
 from webapp.core.models import Agent, AuditEvent, ErrorRecord, FulfilmentTask, Grant, Notification
 from webapp.services.access import reminder_policy
 from webapp.workflows.access import access_request_workflow
-
-
-@pytest.fixture
-def pg_group() -> Iterator[str]:
-    if not pg_server_up():
-        pytest.skip("needs the local PostgreSQL server (127.0.0.1:5432)")
-    create_login("gh_member")
-    with group_role() as group:
-        yield group
-
-
-@pytest.fixture
-def directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Slapd]:
-    if not available():
-        pytest.skip("needs OpenLDAP's slapd (Debian package slapd; .ci/run installs it)")
-    with Slapd(tmp_path) as running:
-        monkeypatch.setenv("GATEHOUSE_AGENT_TEST_LDAP_PASSWORD", running.password)
-        yield running
 
 
 def grant_of(database: Database, request_id: int) -> Grant:

@@ -8,8 +8,10 @@ import email
 import email.policy
 import json
 import socket
+import subprocess
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +27,23 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def wait_until_listening(port: int, proc: subprocess.Popen[bytes], why_it_exited: Callable[[], str],
+                         seconds: float = 15.0) -> None:
+    """Wait until a server we started accepts connections on loopback `port`; RuntimeError
+    (saying why, from `why_it_exited`) if its process ends first, or after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(why_it_exited()) from None
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {seconds:g} s") from None
+            time.sleep(0.05)
 
 
 @dataclass(frozen=True)

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from support.receivers import free_port
+from support.receivers import free_port, wait_until_listening
 
 SCIM_JSON = "application/scim+json"
 
@@ -39,15 +37,7 @@ class ScimServer:
                    "--port", str(self.port), "--bearer-token", self.token]
         self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("scim2-server did not start") from None
-                time.sleep(0.05)
+        wait_until_listening(self.port, self.proc, lambda: "scim2-server did not start")
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -11,9 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +19,7 @@ from typing import Any
 
 from ldap3 import MODIFY_ADD, Connection, Server
 
-from support.receivers import free_port
+from support.receivers import free_port, wait_until_listening
 
 SLAPD = "/usr/sbin/slapd"
 SUFFIX = "dc=example,dc=test"
@@ -79,18 +77,9 @@ class Slapd:
         with (self.dir / "slapd.log").open("ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen([SLAPD, "-f", str(self.dir / "slapd.conf"), "-h", f"{self.url}/", "-d", "0"],
                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"slapd exited with {self.proc.returncode}: "
-                                       f"{(self.dir / 'slapd.log').read_text()[-2000:]}") from None
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        proc = self.proc
+        wait_until_listening(self.port, proc, lambda: f"slapd exited with {proc.returncode}: "
+                                                       f"{(self.dir / 'slapd.log').read_text()[-2000:]}")
 
     def stop(self) -> None:
         if self.proc is None:
