@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -261,3 +262,31 @@ def test_admins_hear_live_when_a_task_is_held_up_and_the_holder_when_access_is_i
     sign_in(client, "member@example.com")
     mine = [e.text for e in read_messages(client, start, 2) if e.name == "toast"]
     assert len(mine) == 1 and "Your access to live-a is in place." in mine[0]
+
+
+def test_a_manual_tasks_assignee_hears_that_tasks_moved_and_nothing_more(  # type: ignore[no-untyped-def]
+        client: TestClient, database: Database, request_of, people) -> None:
+    """approver2 does live-a's manual tasks without approving live-a: their task list follows
+    the grant, but the request's row, toasts and audit entries are not theirs to see."""
+    request_id = request_of["member"]
+    with database.session() as session:
+        agent = Agent(name="console", kind="manual", settings={"assignees": "approver2@example.com"})
+        session.add(agent)
+        session.flush()
+        session.get(Resource, session.get(AccessRequest, request_id).resource_id).agent_id = agent.id  # type: ignore[union-attr]
+        grant = Grant(request_id=request_id, user_id=people["member"].id,
+                      resource_id=session.get(AccessRequest, request_id).resource_id)  # type: ignore[union-attr]
+        session.add(grant)
+        session.flush()
+        grant_id = grant.id
+    sign_in(client, "approver2@example.com")
+    heard: list[Event] = []
+    listener = threading.Thread(target=lambda: heard.extend(read_stream(
+        client, "/events", timeout=10, until=lambda events: any(e.name == "tasks" for e in events))))
+    listener.start()
+    time.sleep(0.5)  # subscribed: only what happens from now on is live
+    write(database, f"request:{request_id}", "request.approval_recorded")  # not about tasks: nothing
+    write(database, f"grant:{grant_id}", "grant.created")
+    listener.join(15)
+    assert [(e.name, e.text) for e in heard if e.name not in ("counters", None)] == [("tasks", "grant.created")]
+    assert all(e.id is None for e in heard), "no audit entry: the request is not theirs to see"

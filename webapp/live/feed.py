@@ -30,9 +30,11 @@ from webapp.core.models import AccessRequest, Approval, AuditEvent, ResourceAppr
 from webapp.services.access import Viewer, visible_to
 from webapp.services.audit import NOTIFY_CHANNEL
 from webapp.services.request_table import RequestRow, load_rows
+from webapp.services.tasks import assignee_ids_by_request
 
 log = logging.getLogger(__name__)
 BATCH = 500
+FULFILMENT = ("grant.", "task.", "agent.", "drift.")  # the prefixes of the Actions that move tasks
 STOP_SECONDS = 5.0
 
 
@@ -54,11 +56,18 @@ class FeedEvent:
     row: RequestRow | None = None
     approvers: frozenset[int] = frozenset()
     approved_by: frozenset[int] = frozenset()
+    # Who would do the request's manual tasks: they hear that something changed (no more).
+    task_audience: frozenset[int] = frozenset()
     # HTML rendered for this event, shared by every stream that sends it (webapp/web/live_messages.py).
     rendered: dict[Any, str] = field(default_factory=dict, compare=False, repr=False)
 
     def visible_to(self, user_id: int, is_admin: bool) -> bool:
         return is_admin or (self.audience is not None and user_id in self.audience)
+
+    @property
+    def moves_tasks(self) -> bool:
+        """Task lists, task pages and agent pages may have changed."""
+        return self.action.startswith(FULFILMENT)
 
 
 def load_events(database: Database, *, after: int, limit: int = BATCH, ids: list[int] | None = None,
@@ -90,11 +99,14 @@ def load_events(database: Database, *, after: int, limit: int = BATCH, ids: list
                 .where(Approval.request_id.in_(wanted), Approval.counted)  # type: ignore[attr-defined]
             ):
                 approved.setdefault(request_id, set()).add(approver_id)
-        return [_feed_event(e, e.request_id, rows, approvers, approved) for e in events]
+        moving = sorted({e.request_id for e in events if e.request_id is not None and e.action.startswith(FULFILMENT)})
+        doers = assignee_ids_by_request(session, moving) if moving else {}
+        return [_feed_event(e, e.request_id, rows, approvers, approved, doers) for e in events]
 
 
 def _feed_event(event: AuditEvent, request_id: int | None, rows: dict[int, RequestRow],
-                approvers: dict[int, set[int]], approved: dict[int, set[int]]) -> FeedEvent:
+                approvers: dict[int, set[int]], approved: dict[int, set[int]],
+                doers: dict[int, frozenset[int]]) -> FeedEvent:
     row = rows.get(request_id) if request_id is not None else None
     audience = None if row is None else frozenset({row.requester_id, *approvers.get(row.id, ())})
     return FeedEvent(
@@ -102,6 +114,8 @@ def _feed_event(event: AuditEvent, request_id: int | None, rows: dict[int, Reque
         request_id, audience, event.actor_id, row,
         frozenset(approvers.get(request_id, ())) if request_id is not None else frozenset(),
         frozenset(approved.get(request_id, ())) if request_id is not None else frozenset(),
+        doers.get(request_id, frozenset()) if request_id is not None and event.action.startswith(FULFILMENT)
+        else frozenset(),
     )
 
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from webapp.core.errors import Refusal
 from webapp.core.models import (
     OPEN_TASK_STATUSES,
+    AccessRequest,
     Agent,
     AuditEvent,
     FulfilmentTask,
@@ -61,17 +62,36 @@ def assignees(session: Session, task: FulfilmentTask) -> list[User]:
     """Who does a manual task: the people its agent names (settings "assignees", emails), or
     else the resource's owner; the admins when neither is an active person. Never the person
     the task is about: nobody marks their own removal done."""
-    agent = session.get(Agent, task.agent_id)
+    people = [p for p in _named_or_owner(session, session.get(Agent, task.agent_id), task.resource_id)
+              if p.id != task.user_id]
+    return people or [p for p in admins(session) if p.id != task.user_id]
+
+
+def _named_or_owner(session: Session, agent: Agent | None, resource_id: int) -> list[User]:
     named = [e.strip().lower() for e in str((agent.settings or {}).get("assignees", "") if agent else "").split(",")]
-    people: list[User] = []
     if any(named):
         people = list(session.scalars(sa.select(User).where(User.email.in_([e for e in named if e]), User.active)))  # type: ignore[attr-defined]
-    if not people:
-        owner = session.scalar(sa.select(User).join(Resource, Resource.owner_id == User.id)
-                               .where(Resource.id == task.resource_id, User.active))
-        people = [owner] if owner is not None else []
-    people = [p for p in people if p.id != task.user_id]
-    return people or [p for p in admins(session) if p.id != task.user_id]
+        if people:
+            return people
+    owner = session.scalar(sa.select(User).join(Resource, Resource.owner_id == User.id)
+                           .where(Resource.id == resource_id, User.active))
+    return [owner] if owner is not None else []
+
+
+def assignee_ids_by_request(session: Session, request_ids: list[int]) -> dict[int, frozenset[int]]:
+    """For the live feed: who would do the manual tasks of each request's resource (admins aside,
+    who see everything), so their task lists follow the changes. Queries per distinct resource."""
+    found = session.execute(
+        sa.select(AccessRequest.id, AccessRequest.requester_id, Resource.id, Agent)
+        .join(Resource, Resource.id == AccessRequest.resource_id).join(Agent, Agent.id == Resource.agent_id)
+        .where(AccessRequest.id.in_(request_ids), Agent.kind == MANUAL)).all()  # type: ignore[union-attr]
+    per_resource: dict[int, list[int]] = {}
+    out: dict[int, frozenset[int]] = {}
+    for request_id, requester_id, resource_id, agent in found:
+        if resource_id not in per_resource:
+            per_resource[resource_id] = [p.id for p in _named_or_owner(session, agent, resource_id)]  # type: ignore[misc]
+        out[request_id] = frozenset(i for i in per_resource[resource_id] if i != requester_id)
+    return out
 
 
 def admins(session: Session) -> list[User]:

@@ -25,7 +25,7 @@ from webapp.live.feed import BATCH, FeedEvent, latest_event_id, load_events
 from webapp.services.access import viewer
 from webapp.services.identity import Principal
 from webapp.services.overview import Counters
-from webapp.web.live_messages import COUNTED, messages
+from webapp.web.live_messages import COUNTED, messages, tasks_nudge
 from webapp.web.rendering import render_block, request_context
 from webapp.web.security import Access, current_principal, guarded_route
 from webapp.web.streams import live_stream
@@ -101,7 +101,11 @@ async def events(request: Request) -> Response:
                 event = await subscription.queue.get()
                 if event is None:  # the server is shutting down, or this person opened too many streams
                     return
-                if event.id in replayed or not event.visible_to(principal.id, principal.is_admin):
+                if event.id in replayed:
+                    continue
+                if not event.visible_to(principal.id, principal.is_admin):
+                    if principal.id in event.task_audience and event.moves_tasks:
+                        yield tasks_nudge(event)
                     continue
                 for message in _render(request, event, principal):
                     yield message

@@ -8,6 +8,9 @@ For an event about a request the viewer may see:
                listens to it and puts the row on top
   `toast`      a short message when the event concerns the viewer (their request was
                decided or expired, a request waits for their decision, their access ends)
+  `tasks`      no HTML, just a nudge when tasks or agents may have moved: task lists, task and
+               agent pages fetch themselves again (the assignees of a manual task, who may not
+               see the request itself, get only this one)
 and for every event they may see, last, the one that carries the SSE id:
   `audit`      an entry of the activity list
 Only the last message has an id, so a browser that reconnects halfway through an event gets
@@ -90,8 +93,14 @@ def messages(env: Environment, context: dict[str, Any], event: FeedEvent, princi
         toast = toast_for(event, principal)
         if toast is not None:
             out.append(ServerSentEvent(data=_shared(env, event, toast, "toast", toast=toast), event="toast"))
+    if event.moves_tasks:
+        out.append(tasks_nudge(event))
     out.append(ServerSentEvent(data=_shared(env, event, "activity", "activity"), event="audit", id=str(event.id)))
     return out
+
+
+def tasks_nudge(event: FeedEvent) -> ServerSentEvent:
+    return ServerSentEvent(data=event.action, event="tasks")
 
 
 def _shared(env: Environment, event: FeedEvent, key: Any, block: str, **values: Any) -> str:
