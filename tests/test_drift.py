@@ -16,7 +16,8 @@ from support.slapd import GROUPS, Slapd
 from support.waiting import wait_for
 from support.web import post_form
 from webapp.core.db import Database
-from webapp.core.models import Agent, AuditEvent, DriftFinding, Grant, Notification, Resource
+from webapp.core.models import Agent, AuditEvent, DriftFinding, Grant, Notification, Resource, utcnow
+from webapp.services import drift
 from webapp.workflows.drift import cron
 
 
@@ -126,3 +127,33 @@ def test_schedules_spread_agents_over_the_hour() -> None:
     assert cron(7, 3600) == "0 7 */1 * * *"
     assert cron(61, 900) == "1 */15 * * * *"
     assert cron(3, 2 * 86400) == "0 3 3 * * *"
+
+
+def test_a_grant_that_changes_while_the_target_is_read_is_neither_extra_nor_missing(  # type: ignore[no-untyped-def]
+        database: Database, people) -> None:
+    """The check reads the grants, then the target: the member is added for a grant made in
+    between, and the holder's grant ends (and their membership goes) in between. Neither may
+    be taken for drift, or a check in "correct" mode would undo what just happened."""
+    agent_id = make_agent(database, "postgres", PG_SERVER)
+    resource_id = make_resource(database, people, "orders-db", agent_id=agent_id, target="orders_readers")
+    with database.session() as session:
+        leaving = Grant(request_id=None, user_id=people["approver2"].id, resource_id=resource_id, state="active")
+        session.add(leaving)
+        session.flush()
+        leaving_id = leaving.id
+        before = drift.plan(session, agent_id)["resources"][0]  # type: ignore[index]
+    assert [h["email"] for h in before["holders"]] == ["approver2@example.com"] and before["in_flux"] == []
+    with database.session() as session:  # meanwhile: a new grant made active, the old one ended
+        session.add(Grant(request_id=None, user_id=people["member"].id, resource_id=resource_id, state="active"))
+        ended = session.get(Grant, leaving_id)
+        ended.state, ended.revoked_at = "removed", utcnow()  # type: ignore[union-attr]
+    members_read = {"gh_member"}  # the target, read after both changes
+    names = {"member@example.com": "gh_member", "approver2@example.com": "gh_approver2"}
+    with database.session() as session:
+        after = drift.replan(session, before)
+    assert after["holders"] == []
+    assert sorted(h["email"] for h in after["in_flux"]) == ["approver2@example.com", "member@example.com"]
+    in_flux = {names[h["email"]] for h in after["in_flux"]}
+    assert drift.compare(after["holders"], names, members_read, in_flux) == []
+    # Read with the first plan alone, both would have been drift: the test shows what replan prevents.
+    assert {f["kind"] for f in drift.compare(before["holders"], names, members_read, set())} == {"extra", "missing"}

@@ -5,6 +5,7 @@ keeps its task retrying, visibly, until it is back; a refusal fails the task lou
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -13,6 +14,7 @@ from dbos import DBOS, SetWorkflowID
 
 from support.access import REASON, make_agent, make_resource, status_of, submit
 from support.pg_roles import PG_SERVER, create_login, drop_role, members_of
+from support.receivers import HttpReceiver
 from support.scim_server import ScimServer
 from support.slapd import GROUPS, Slapd
 from support.waiting import wait_for
@@ -314,3 +316,44 @@ def test_nobody_is_assigned_the_task_about_their_own_access(clients, database: D
     assert f"/tasks/{task_id}" not in clients["member"].get("/tasks").text.split("All tasks")[0]
     assert post_form(clients["member"], f"/tasks/{task_id}/done").status_code == 403
     assert f"/tasks/{task_id}" in clients["admin"].get("/tasks").text.split("All tasks")[0], "the admins do it"
+
+
+def test_changes_to_one_membership_run_one_at_a_time_and_other_people_in_parallel(  # type: ignore[no-untyped-def]
+        clients, database: Database, people, webhook_server: HttpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two grants of the member on the same target (through two resources) change one
+    membership: their attempts never overlap in the target, so an add and a removal cannot
+    cross. Another person's change on that target runs meanwhile."""
+    monkeypatch.setenv("GATEHOUSE_AGENT_SERIAL_SECRET", "whsec-serial")
+    webhook_server.hold_seconds = 1.5
+    agent_id = make_agent(database, "webhook", {"url": webhook_server.url, "secret_env": "GATEHOUSE_AGENT_SERIAL_SECRET"},
+                          concurrency=4)
+    first, second = (make_resource(database, people, name, auto_approve=True, agent_id=agent_id, target="engineers")
+                     for name in ("team-a", "team-b"))
+    submit(clients["approver2"], first)
+    submit(clients["member"], first)
+    submit(clients["member"], second)
+    wait_for(lambda: len(webhook_server.spans) == 3, timeout=30, what="three changes made")
+    by_person: dict[str, list[tuple[float, float]]] = {}
+    for post, started, ended in webhook_server.spans:
+        by_person.setdefault(post.body["person"]["email"], []).append((started, ended))
+    (a, b), [other] = sorted(by_person["member@example.com"]), by_person["approver2@example.com"]
+    assert a[1] <= b[0], "the member's two changes of one membership overlapped"
+    assert any(other[0] < span[1] and span[0] < other[1] for span in (a, b)), \
+        "another person's change waited for the member's"
+
+
+def test_attempts_enqueued_before_agent_queues_were_partitioned_still_run(clients) -> None:  # type: ignore[no-untyped-def]
+    """An upgrade: an attempt waiting on an agent queue without a partition key (enqueued by
+    the version before) would never be dequeued from the now partitioned queue; the start
+    gives it a key of its own."""
+    from webapp.workflows import fulfilment, runtime
+
+    name = fulfilment.queue_name(987_654)
+    DBOS.register_queue(name, partition_concurrency=1, polling_interval_sec=0.05)
+    attempt_id = f"legacy-attempt-{uuid.uuid4().hex}"
+    with SetWorkflowID(attempt_id):
+        DBOS.enqueue_workflow(name, fulfilment.attempt_workflow, 987_654, "nobody", "attempt-1")
+    time.sleep(0.5)
+    assert DBOS.get_workflow_status(attempt_id).status == "ENQUEUED", "stuck without a key"  # type: ignore[union-attr]
+    assert runtime.key_unpartitioned(fulfilment.QUEUE_PREFIX) == 1
+    wait_for(lambda: DBOS.get_workflow_status(attempt_id).status != "ENQUEUED", what="the attempt dequeued")  # type: ignore[union-attr]

@@ -115,11 +115,14 @@ class ReceivedPost:
 
 class HttpReceiver:
     """A webhook endpoint that records JSON POSTs: every one in `attempts`, the accepted
-    ones in `received`. The first `fail_first` get `failure_status` (500 unless told)."""
+    ones in `received`. The first `fail_first` get `failure_status` (500 unless told). Each
+    answer waits `hold_seconds`; `spans` says when each POST was in flight (monotonic)."""
 
     def __init__(self) -> None:
         self.fail_first = 0
         self.failure_status = 500
+        self.hold_seconds = 0.0
+        self.spans: list[tuple[ReceivedPost, float, float]] = []
         self.attempts: list[ReceivedPost] = []
         self.received: list[ReceivedPost] = []
         self._lock = threading.Lock()
@@ -132,22 +135,26 @@ class HttpReceiver:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}/hooks/slack"
 
-    def _record(self, path: str, headers: dict[str, str], raw: bytes) -> int:
+    def _record(self, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, ReceivedPost]:
         post = ReceivedPost(path, headers, json.loads(raw), raw)
         with self._lock:
             self.attempts.append(post)
             if len(self.attempts) <= self.fail_first:
-                return self.failure_status
+                return self.failure_status, post
             self.received.append(post)
-            return 200
+            return 200, post
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
+                started = time.monotonic()
                 raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                status = receiver._record(self.path, dict(self.headers.items()), raw)
+                status, post = receiver._record(self.path, dict(self.headers.items()), raw)
+                time.sleep(receiver.hold_seconds)
+                with receiver._lock:
+                    receiver.spans.append((post, started, time.monotonic()))
                 body = b"ok" if status == 200 else b"server_error"
                 self.send_response(status)
                 self.send_header("Content-Type", "text/plain")

@@ -54,19 +54,35 @@ def plan(session: Session, agent_id: int) -> DriftPlan | None:
     agent = session.get(Agent, agent_id)
     if agent is None or agent.kind not in KINDS_WITH_MEMBERS:
         return None
-    resources = []
-    for resource in session.scalars(sa.select(Resource).where(Resource.agent_id == agent_id, Resource.target != "")
-                                    .order_by(Resource.id)):
-        rows = session.execute(
-            sa.select(Grant.state, User.id, User.email, User.name).join(User, User.id == Grant.user_id)
-            .where(Grant.resource_id == resource.id, Grant.revoked_at.is_(None)  # type: ignore[union-attr]
-                   | Grant.state.in_([GrantState.ending]))).all()  # type: ignore[attr-defined]
-        holders = [Holder(user_id=r.id, email=r.email, name=r.name) for r in rows if r.state == GrantState.active]
-        in_flux = [Holder(user_id=r.id, email=r.email, name=r.name) for r in rows if r.state != GrantState.active]
-        resources.append(ResourcePlan(resource_id=resource.id, name=resource.name, target=resource.target,  # type: ignore[typeddict-item]
-                                      policy=resource.drift_policy, holders=holders, in_flux=in_flux))
+    resources = [resource_plan(session, resource) for resource in session.scalars(
+        sa.select(Resource).where(Resource.agent_id == agent_id, Resource.target != "").order_by(Resource.id))]
     return DriftPlan(agent_id=agent.id, agent=agent.name, kind=agent.kind, settings=dict(agent.settings or {}),  # type: ignore[typeddict-item]
                      resources=resources)
+
+
+def resource_plan(session: Session, resource: Resource) -> ResourcePlan:
+    """The resource's holders (active grants) and the people whose grant is on its way in or out."""
+    rows = session.execute(
+        sa.select(Grant.state, User.id, User.email, User.name).join(User, User.id == Grant.user_id)
+        .where(Grant.resource_id == resource.id, Grant.revoked_at.is_(None)  # type: ignore[union-attr]
+               | Grant.state.in_([GrantState.ending]))).all()  # type: ignore[attr-defined]
+    holders = [Holder(user_id=r.id, email=r.email, name=r.name) for r in rows if r.state == GrantState.active]
+    in_flux = [Holder(user_id=r.id, email=r.email, name=r.name) for r in rows if r.state != GrantState.active]
+    return ResourcePlan(resource_id=resource.id, name=resource.name, target=resource.target,  # type: ignore[typeddict-item]
+                        policy=resource.drift_policy, holders=holders, in_flux=in_flux)
+
+
+def replan(session: Session, before: ResourcePlan) -> ResourcePlan:
+    """The plan of `before`'s resource read again after its target was: only people whose
+    grant stood still across the read are holders; anyone whose grant changed meanwhile (made,
+    activated, ended) counts as in flux, neither extra nor missing, so a check never undoes a
+    change it raced with."""
+    resource = session.get(Resource, before["resource_id"])
+    after = resource_plan(session, resource) if resource is not None else {**before, "holders": [], "in_flux": []}
+    steady = {h["user_id"] for h in before["holders"]} & {h["user_id"] for h in after["holders"]}
+    everyone = {h["user_id"]: h for h in [*before["holders"], *before["in_flux"], *after["holders"], *after["in_flux"]]}
+    return ResourcePlan(**{**before, "holders": [h for i, h in everyone.items() if i in steady],  # type: ignore[typeddict-item]
+                           "in_flux": [h for i, h in everyone.items() if i not in steady]})
 
 
 def compare(holders: list[Holder], names: dict[str, str], members: set[str], in_flux: set[str]) -> list[Finding]:

@@ -96,6 +96,7 @@ def register(settings: Settings, database: Database | None = None, *, only: Iter
                                 polling_interval_sec=settings.queue_polling_interval, on_conflict="always_update")
     if wanted is None:
         DBOS.apply_schedules(schedule_specs(settings))
+        runtime.key_unpartitioned(fulfilment.QUEUE_PREFIX)  # attempts enqueued before agent queues were partitioned
         if database is not None:
             with database.session() as session:
                 drift.apply_schedules(session.execute(sa.select(Agent.id, Agent.kind, Agent.drift_interval_seconds))

@@ -3,6 +3,8 @@ agent) and a "check now" from its page, both running one check:
 
     1. plan         transaction: the agent's resources and the holders of their active grants
     2. per resource observe (step): the target's members, and the holders' names there
+                    replan (transaction): the grants again; whoever's grant changed during the
+                    read is in flux (named by one more lookup), neither extra nor missing
                     correct (step, policy "correct" only): remove the extra, add the missing
                     record (transaction): the findings, replacing the last check's, audited
     3. finish       transaction: when, how much drift stands, the agent's health
@@ -23,7 +25,7 @@ from webapp.agents import agent_for
 from webapp.agents.base import AgentError, Person
 from webapp.core.background import in_thread
 from webapp.services import drift
-from webapp.services.drift import DriftPlan, Finding, ResourcePlan
+from webapp.services.drift import DriftPlan, Finding, Holder, ResourcePlan
 from webapp.services.notifications import Message
 from webapp.services.tasks import admins
 from webapp.workflows.datasource import datasource
@@ -69,6 +71,11 @@ def make_plan(agent_id: int) -> DriftPlan | None:
     return drift.plan(datasource.session(), agent_id)
 
 
+@datasource.transaction()
+def replan(resource: ResourcePlan) -> ResourcePlan:
+    return drift.replan(datasource.session(), resource)
+
+
 @DBOS.step()
 def observe(kind: str, settings: dict[str, Any], resource: ResourcePlan) -> Observed:
     """Read the target: its members, and how it names the holders (one bulk lookup)."""
@@ -79,6 +86,17 @@ def observe(kind: str, settings: dict[str, Any], resource: ResourcePlan) -> Obse
     except AgentError as exc:
         return Observed(members=[], names={}, error=f"{resource['name']}: {exc}")
     return Observed(members=sorted(members), names=names, error=None)
+
+
+@DBOS.step()
+def names_of(kind: str, settings: dict[str, Any], people: list[Holder]) -> Observed:
+    """How the target names people whose grant changed while it was read, so that none of
+    them is taken for a member without a grant."""
+    try:
+        return Observed(members=[], names=agent_for(kind, settings).names_for(
+            [Person(h["email"], h["name"]) for h in people]), error=None)
+    except AgentError as exc:
+        return Observed(members=[], names={}, error=str(exc))
 
 
 @DBOS.step()
@@ -140,8 +158,17 @@ def check(agent_id: int) -> dict[str, Any]:
         if seen["error"]:
             errors.append(seen["error"])
             continue
-        in_flux = {seen["names"][h["email"]] for h in resource["in_flux"] if h["email"] in seen["names"]}
-        findings = drift.compare(resource["holders"], seen["names"], set(seen["members"]), in_flux)
+        resource = replan(resource)  # grants that changed while the target was read are in flux
+        names = dict(seen["names"])
+        unnamed = [h for h in resource["in_flux"] if h["email"] not in names]
+        if unnamed:
+            named = names_of(the_plan["kind"], the_plan["settings"], unnamed)
+            if named["error"]:
+                errors.append(f"{resource['name']}: {named['error']}")
+                continue
+            names.update(named["names"])
+        in_flux = {names[h["email"]] for h in resource["in_flux"] if h["email"] in names}
+        findings = drift.compare(resource["holders"], names, set(seen["members"]), in_flux)
         corrected = (correct(the_plan["kind"], the_plan["settings"], resource, findings)
                      if findings and drift.correcting(resource["policy"]) else [])
         record(agent_id, resource["resource_id"], findings, corrected, check_id)

@@ -4,7 +4,8 @@
       1. start_task            transaction: running (or waiting, for a person); a removal
                                first cancels the grant's add if still open and waits for it
       2. automatic agents: each attempt is `attempt_workflow`, enqueued on the agent's own
-         queue ("agent-<id>": its concurrency and rate limit), which reads the task and the
+         queue ("agent-<id>": its concurrency and rate limit; one attempt at a time per person
+         and target, in the order they were enqueued), which reads the task and the
          agent's settings afresh (a removal another grant on the same target still needs is
          done without touching it), runs the operation as a step, records what happened
          (done; or the error, the agent unhealthy, an ErrorRecord) in a transaction, and sends
@@ -28,7 +29,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
-from dbos import DBOS, SetWorkflowID
+from dbos import DBOS, SetEnqueueOptions, SetWorkflowID
 
 from webapp.agents import agent_for
 from webapp.agents.base import AgentError, Change, Person
@@ -70,12 +71,23 @@ def configure(settings: Settings) -> None:
                    polling=settings.queue_polling_interval)
 
 
+QUEUE_PREFIX = "agent-"
+
+
 def queue_name(agent_id: int) -> str:
-    return f"agent-{agent_id}"
+    return f"{QUEUE_PREFIX}{agent_id}"
 
 
 def message_event(message_id: str) -> str:
     return f"message:{message_id}"
+
+
+def partition_of(facts: TaskFacts) -> str:
+    """The queue partition of a task's attempts: one membership (person and target). Attempts
+    in one partition run one at a time, in order, so a removal for one grant and an add for
+    another grant of the same person and target never cross in the target system: whichever
+    runs second reads the grants afresh first (a removal another grant needs is skipped)."""
+    return f"{facts['email'].lower()}\n{facts['target']}"
 
 
 @DBOS.step()
@@ -84,7 +96,8 @@ def register_queue(agent_id: int, limits: dict[str, float]) -> None:
     its settings (the queue runners pick a new queue up within a second)."""
     DBOS.register_queue(queue_name(agent_id), worker_concurrency=int(limits["concurrency"]),
                         limiter={"limit": int(limits["rate_limit"]), "period": float(limits["rate_period"])},
-                        polling_interval_sec=_policy["polling"], on_conflict="always_update")
+                        partition_concurrency=1, polling_interval_sec=_policy["polling"],
+                        on_conflict="always_update")
 
 
 # Transactions --------------------------------------------------------------------------------
@@ -178,7 +191,7 @@ def _attempt(facts: TaskFacts, number: int) -> Outcome:
     queue). A try that ended without answering (errored, cancelled from the ops console)
     counts as a transient failure, so the task never waits for an answer that cannot come."""
     attempt_id, topic = f"{facts['key']}-try-{number}", f"attempt-{number}"
-    with SetWorkflowID(attempt_id):
+    with SetWorkflowID(attempt_id), SetEnqueueOptions(queue_partition_key=partition_of(facts)):
         DBOS.enqueue_workflow(queue_name(facts["agent_id"]), attempt_workflow, facts["task_id"], DBOS.workflow_id,
                               topic)
     while True:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from dbos import DBOS, DBOSConfig, SetWorkflowID
 from dbos._context import get_local_dbos_context
 from dbos._dbos import _get_or_create_dbos_registry
@@ -171,3 +172,17 @@ def reenqueue_pending(executor_id: str, queue_name: str) -> list[str]:
             if system.reenqueue_for_recovery(pending.workflow_id, [executor_id], queue_name):
                 moved.append(pending.workflow_id)
     return moved
+
+
+def key_unpartitioned(queue_prefix: str) -> int:
+    """Give every ENQUEUED workflow on the queues named `queue_prefix`* that has no partition
+    key a key of its own (its id). A queue that became partitioned dequeues keyed workflows
+    only, so ones enqueued before it did would otherwise wait for ever. How many were keyed."""
+    system = _instance()._sys_db
+    status = system.tables.workflow_status
+    with system.engine.begin() as conn:
+        return int(conn.execute(
+            sa.update(status)
+            .where(status.c.queue_name.like(f"{queue_prefix}%"), status.c.status == "ENQUEUED",
+                   status.c.queue_partition_key.is_(None))
+            .values(queue_partition_key=status.c.workflow_uuid)).rowcount)
