@@ -324,7 +324,7 @@ def test_changes_to_one_membership_run_one_at_a_time_and_other_people_in_paralle
     membership: their attempts never overlap in the target, so an add and a removal cannot
     cross. Another person's change on that target runs meanwhile."""
     monkeypatch.setenv("GATEHOUSE_AGENT_SERIAL_SECRET", "whsec-serial")
-    webhook_server.hold_seconds = 1.5
+    webhook_server.hold_seconds = 2.5  # wide enough for the three submissions to land within it
     agent_id = make_agent(database, "webhook", {"url": webhook_server.url, "secret_env": "GATEHOUSE_AGENT_SERIAL_SECRET"},
                           concurrency=4)
     first, second = (make_resource(database, people, name, auto_approve=True, agent_id=agent_id, target="engineers")
