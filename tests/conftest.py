@@ -28,7 +28,10 @@ from starlette.testclient import TestClient
 from support.web import PASSWORD, TEST_SECRET, sign_in
 from webapp.app import create_app
 from webapp.config import Settings
-from webapp.core import models  # noqa: F401 - registers the tables
+from webapp.core import (
+    models,  # noqa: F401 - registers the tables
+    passwords,
+)
 from webapp.core.db import Database
 from webapp.core.migrate import upgrade
 
@@ -36,6 +39,10 @@ if TYPE_CHECKING:  # imported late below: support.receivers is a pytest plugin, 
     from support.slapd import Slapd
 
 pytest_plugins = ["support.receivers"]  # SMTP and webhook servers on loopback
+
+# People made by the tests get argon2id hashes of light cost (a millisecond, not a fifth of a
+# second, which every sign-in of every test paid): tests/test_auth.py covers the real cost.
+passwords.use_cost("light")
 
 _exit_status = 0
 
@@ -154,6 +161,7 @@ def settings(database_urls: tuple[str, str], tmp_path: Path) -> Settings:
         agent_allowed_hosts="127.0.0.1,::1,localhost",  # agents reach only what the tests start
         # Workflows that sleep for hours (grants) would hold every test's shutdown otherwise.
         shutdown_grace_seconds=0.5,
+        password_hashing="light",
     )
 
 

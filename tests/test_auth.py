@@ -197,3 +197,26 @@ def test_next_cannot_leave_the_site(client: TestClient, people) -> None:  # type
     for hostile in ("https://evil.example", "//evil.example", "/\\evil.example"):
         response = post_form(client, "/login", {"email": "member@example.com", "password": PASSWORD, "next": hostile})
         assert response.headers["location"] == "/"
+
+
+def test_passwords_are_hashed_at_the_recommended_cost_and_light_hashes_are_upgraded_at_sign_in(  # type: ignore[no-untyped-def]
+        client: TestClient, people, database: Database) -> None:
+    """The suite hashes its people's passwords at a light cost (conftest.py); a real
+    deployment hashes at argon2-cffi's recommended one, and a sign-in upgrades any older,
+    weaker hash on the spot."""
+    from argon2 import extract_parameters
+    from argon2.profiles import get_default_parameters
+
+    from webapp.core import passwords
+
+    with database.session() as session:
+        light = session.scalars(sa.select(User.password_hash).where(User.email == "member@example.com")).one()
+    assert extract_parameters(light).memory_cost == 1024  # type: ignore[arg-type]
+    passwords.use_cost("recommended")
+    try:
+        sign_in(client, "member@example.com")
+        with database.session() as session:
+            upgraded = session.scalars(sa.select(User.password_hash).where(User.email == "member@example.com")).one()
+        assert upgraded != light and extract_parameters(upgraded) == get_default_parameters()  # type: ignore[arg-type]
+    finally:
+        passwords.use_cost("light")

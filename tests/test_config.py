@@ -49,6 +49,7 @@ def test_dotenv_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         ({"secret_key": "short"}, "SECRET_KEY is too weak"),
         ({"secret_key": STRONG, "executor_id": "local"}, "EXECUTOR_ID is not set"),
         ({"secret_key": STRONG, "executor_id": "a", "workers": 2}, "several executors need PostgreSQL"),
+        ({"secret_key": STRONG, "executor_id": "a", "password_hashing": "light"}, "PASSWORD_HASHING is light"),
         ({"secret_key": STRONG, "executor_id": "a", "database_url": "postgresql://db/g"},
          "BASE_URL is http://127.0.0.1:8000; production needs its https:// address"),
     ],

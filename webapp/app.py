@@ -22,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 
 from webapp import workflows
 from webapp.config import Settings
+from webapp.core import passwords
 from webapp.core.background import in_thread
 from webapp.core.db import Database, psycopg_url
 from webapp.core.logging_setup import configure_logging
@@ -60,6 +61,7 @@ def app_routes() -> list[BaseRoute]:
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
     settings.check()
+    passwords.use_cost(settings.password_hashing)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

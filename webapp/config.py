@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # Production refuses a plain-http BASE_URL (cookies without Secure, no HSTS) unless this
     # says so on purpose: a closed network, or a demo on localhost.
     allow_insecure_http: bool = False
+    # argon2id parameters for new password hashes: "light" is for test suites (a millisecond a
+    # hash instead of a fifth of a second) and production refuses it.
+    password_hashing: Literal["recommended", "light"] = "recommended"
 
     slack_webhook_url: str | None = None
     smtp_host: str | None = None
@@ -224,6 +227,8 @@ class Settings(BaseSettings):
                 "DBOS_SYSTEM_DATABASE_URL is SQLite but WORKERS > 1; "
                 "several executors need PostgreSQL"
             )
+        if self.password_hashing != "recommended":
+            raise ConfigError("PASSWORD_HASHING is light; production hashes passwords with the recommended cost")
         if self.executor_id == "local":
             raise ConfigError(
                 "EXECUTOR_ID is not set; give each production process a stable, distinct id "

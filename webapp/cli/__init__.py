@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from webapp.cli import imports, migrate, seed, serve, users
 from webapp.config import ConfigError, Settings
+from webapp.core import passwords
 
 COMMANDS = (serve, migrate, seed, users, imports)
 
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings()
         settings.check()
+        passwords.use_cost(settings.password_hashing)
         return int(args.run(settings, args))
     except ConfigError as exc:
         print(f"gatehouse: configuration error: {exc}", file=sys.stderr)
