@@ -276,7 +276,7 @@ def test_access_at_as_fragment_and_page(admin: TestClient, history: dict[str, An
     url = f"/admin/resources/{resource_id}/access?at=2025-03-01T10:30"
     fragment = admin.get(url, headers={"HX-Request": "true"})
     assert fragment.status_code == 200 and "<html" not in fragment.text
-    assert fragment.text.lstrip().startswith('<table id="access-at-table">')
+    assert fragment.text.lstrip().startswith('<div class="table-scroll" tabindex="0"><table id="access-at-table">')
     assert "4 people had access at" in fragment.text
     assert f'href="/requests/{history["requests"]["bob"]}"' in fragment.text
     assert "Arlo Approver, Bea Approver" in fragment.text and "automatically" in fragment.text

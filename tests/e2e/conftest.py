@@ -71,13 +71,15 @@ def serve(settings: Settings) -> Iterator[Callable[[], LiveServer]]:
 
 @pytest.fixture
 def open_page(serve: Any, browser: Browser) -> Iterator[Callable[..., Watched]]:
-    """`open_page(server, javascript=True)`: a page in its own context (its own cookies).
+    """`open_page(server, javascript=True, viewport=None)`: a page in its own context (its own
+    cookies), `viewport` (width, height) wide.
 
     Depends on `serve` so that the contexts close before the server stops."""
     contexts: list[BrowserContext] = []
 
-    def open_(server: LiveServer, *, javascript: bool = True) -> Watched:
-        context = browser.new_context(java_script_enabled=javascript)
+    def open_(server: LiveServer, *, javascript: bool = True, viewport: tuple[int, int] | None = None) -> Watched:
+        size = {"viewport": {"width": viewport[0], "height": viewport[1]}} if viewport else {}
+        context = browser.new_context(java_script_enabled=javascript, **size)  # type: ignore[arg-type]
         context.set_default_timeout(ACTION_TIMEOUT_MS)
         contexts.append(context)
         context.route(f"{server.url}{AXE_URL_PATH}", serve_axe)
