@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test test-fast bench migrate clean
+.PHONY: run test test-fast screenshots bench migrate clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: $(STAMP)
 ## Everything but the slow crash, load and multi-process tests.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+## A screenshot of every page at phone (390×844) and desktop (1366×900) size, in var/screenshots/.
+screenshots: $(STAMP)
+	GATEHOUSE_SCREENSHOTS=$(CURDIR)/var/screenshots $(BIN)/python -m pytest -p no:cacheprovider -q --timeout 1200 \
+		tests/e2e/test_layout.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/http_baseline.py
