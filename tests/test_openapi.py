@@ -221,6 +221,7 @@ def _explicit_cases(schema: Any, seeded: dict[str, Any]) -> list[tuple[schemathe
 # example (so runs stay repeatable) but warns about.
 @pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies"
                             ":hypothesis.errors.HypothesisDeprecationWarning")
+@pytest.mark.once  # two minutes of generated calls: the API's shape does not differ by database
 def test_schemathesis_finds_no_server_error_and_no_undescribed_answer(  # type: ignore[no-untyped-def]
         client: TestClient, seeded) -> None:
     # /ops/shutdown is fuzzed too: under the test client it can only answer 409 (or 422),
