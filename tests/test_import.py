@@ -330,16 +330,17 @@ def test_the_cli_says_where_a_stalled_import_waits_and_stops_at_its_timeout(
         settings: Settings, database: Database, api: RandomUserServer) -> None:
     from webapp.cli.imports import TIMED_OUT, import_users
 
-    api.delay = 3.0  # the source answers, but slowly: the first page is not fetched in time
+    api.delay = 5.0  # the source answers, but slowly: the first page is not fetched in time
     out = io.StringIO()
     began = time.monotonic()
-    status = import_users(settings, source=api.url, count=20, seed="stall", chunk_size=20, timeout=1.5,
+    # 2.5 s: time for the chunk to leave the queue on a loaded machine, far less than the delay.
+    status = import_users(settings, source=api.url, count=20, seed="stall", chunk_size=20, timeout=2.5,
                           stall_seconds=0.5, out=out)
-    assert status == TIMED_OUT and time.monotonic() - began < 3.0
+    assert status == TIMED_OUT and time.monotonic() - began < 4.5
     text = out.getvalue()
     assert "waiting: chunk 0 (page 1) has run for" in text
     assert "its page is not fetched yet" in text
-    assert "still running after 1.5 s" in text and "Run the same command again" in text
+    assert "still running after 2.5 s" in text and "Run the same command again" in text
 
     time.sleep(api.delay)  # the slow answer arrives; the stopped command's chunk records nothing more
     api.delay = 0.0

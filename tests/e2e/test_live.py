@@ -97,3 +97,22 @@ def test_waiting_for_my_approval_and_my_requests_follow_along(server: LiveServer
     assert not_reloaded(approver) and not_reloaded(member)
     member.assert_clean()
     approver.assert_clean()
+
+
+def test_my_access_follows_a_revoke_made_by_an_admin(server: LiveServer, open_page: OpenPage) -> None:
+    """Issue 15, item 2: the toast said the access ended while My access still showed it."""
+    member = signed_in(server, open_page, "member@example.com", "/")
+    request_id = send_request(member)
+    approver = signed_in(server, open_page, "approver@example.com", f"/requests/{request_id}")
+    approver.page.get_by_role("button", name="Approve").first.click()
+    expect(approver.page.locator("#request-detail h1 .badge")).to_have_text("approved")
+    member.goto("/my/access")
+    mark(member)
+    expect(member.page.locator("#my-access")).to_contain_text("staging-db")
+
+    admin = signed_in(server, open_page, "admin@example.com", f"/requests/{request_id}")
+    admin.page.get_by_label("Why revoke now?").fill("Project finished")
+    admin.page.get_by_role("button", name="Revoke").click()
+    expect(member.page.locator("#my-access")).to_contain_text("You hold no access right now", timeout=LIVE_MS)
+    assert not_reloaded(member)
+    member.assert_clean()
