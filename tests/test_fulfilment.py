@@ -346,14 +346,15 @@ def test_attempts_enqueued_before_agent_queues_were_partitioned_still_run(client
     """An upgrade: an attempt waiting on an agent queue without a partition key (enqueued by
     the version before) would never be dequeued from the now partitioned queue; the start
     gives it a key of its own."""
+    from webapp.services.agent_settings import AGENT_QUEUE_PREFIX, queue_of
     from webapp.workflows import fulfilment, runtime
 
-    name = fulfilment.queue_name(987_654)
+    name = queue_of(987_654)
     DBOS.register_queue(name, partition_concurrency=1, polling_interval_sec=0.05)
     attempt_id = f"legacy-attempt-{uuid.uuid4().hex}"
     with SetWorkflowID(attempt_id):
         DBOS.enqueue_workflow(name, fulfilment.attempt_workflow, 987_654, "nobody", "attempt-1")
     time.sleep(0.5)
     assert DBOS.get_workflow_status(attempt_id).status == "ENQUEUED", "stuck without a key"  # type: ignore[union-attr]
-    assert runtime.key_unpartitioned(fulfilment.QUEUE_PREFIX) == 1
+    assert runtime.key_unpartitioned(AGENT_QUEUE_PREFIX) == 1
     wait_for(lambda: DBOS.get_workflow_status(attempt_id).status != "ENQUEUED", what="the attempt dequeued")  # type: ignore[union-attr]

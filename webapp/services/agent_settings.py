@@ -266,9 +266,12 @@ class AgentTaskRow:
     url: str
 
 
+AGENT_QUEUE_PREFIX = "agent-"
+
+
 def queue_of(agent_id: int) -> str:
-    """The DBOS queue an agent's tasks run on (webapp.workflows.fulfilment.queue_name)."""
-    return f"agent-{agent_id}"
+    """The DBOS queue an agent's attempts run on (webapp.workflows.fulfilment enqueues there)."""
+    return f"{AGENT_QUEUE_PREFIX}{agent_id}"
 
 
 def health_of(agent: Agent) -> str:

@@ -33,6 +33,7 @@ from webapp.agents import reach
 from webapp.config import Settings
 from webapp.core.db import Database
 from webapp.core.models import Agent
+from webapp.services.agent_settings import AGENT_QUEUE_PREFIX
 from webapp.workflows import access, batches, drift, fulfilment, imports, notifications, runtime, sweep, takeover
 from webapp.workflows.datasource import datasource
 
@@ -96,7 +97,7 @@ def register(settings: Settings, database: Database | None = None, *, only: Iter
                                 polling_interval_sec=settings.queue_polling_interval, on_conflict="always_update")
     if wanted is None:
         DBOS.apply_schedules(schedule_specs(settings))
-        runtime.key_unpartitioned(fulfilment.QUEUE_PREFIX)  # attempts enqueued before agent queues were partitioned
+        runtime.key_unpartitioned(AGENT_QUEUE_PREFIX)  # attempts enqueued before agent queues were partitioned
         if database is not None:
             with database.session() as session:
                 drift.apply_schedules(session.execute(sa.select(Agent.id, Agent.kind, Agent.drift_interval_seconds))

@@ -38,6 +38,7 @@ from webapp.core.db import Database
 from webapp.core.errors import NotAnsweredYet
 from webapp.core.models import TaskStatus
 from webapp.services import fulfilment as tasks
+from webapp.services.agent_settings import queue_of
 from webapp.services.fulfilment import MANUAL, Outcome, TaskFacts
 from webapp.services.identity import Principal
 from webapp.services.notifications import Message
@@ -71,13 +72,6 @@ def configure(settings: Settings) -> None:
                    polling=settings.queue_polling_interval)
 
 
-QUEUE_PREFIX = "agent-"
-
-
-def queue_name(agent_id: int) -> str:
-    return f"{QUEUE_PREFIX}{agent_id}"
-
-
 def message_event(message_id: str) -> str:
     return f"message:{message_id}"
 
@@ -94,7 +88,7 @@ def partition_of(facts: TaskFacts) -> str:
 def register_queue(agent_id: int, limits: dict[str, float]) -> None:
     """Store the agent's queue limits as the task starts, so an agent's queue exists and follows
     its settings (the queue runners pick a new queue up within a second)."""
-    DBOS.register_queue(queue_name(agent_id), worker_concurrency=int(limits["concurrency"]),
+    DBOS.register_queue(queue_of(agent_id), worker_concurrency=int(limits["concurrency"]),
                         limiter={"limit": int(limits["rate_limit"]), "period": float(limits["rate_period"])},
                         partition_concurrency=1, polling_interval_sec=_policy["polling"],
                         on_conflict="always_update")
@@ -192,7 +186,7 @@ def _attempt(facts: TaskFacts, number: int) -> Outcome:
     counts as a transient failure, so the task never waits for an answer that cannot come."""
     attempt_id, topic = f"{facts['key']}-try-{number}", f"attempt-{number}"
     with SetWorkflowID(attempt_id), SetEnqueueOptions(queue_partition_key=partition_of(facts)):
-        DBOS.enqueue_workflow(queue_name(facts["agent_id"]), attempt_workflow, facts["task_id"], DBOS.workflow_id,
+        DBOS.enqueue_workflow(queue_of(facts["agent_id"]), attempt_workflow, facts["task_id"], DBOS.workflow_id,
                               topic)
     while True:
         outcome = DBOS.recv(topic, timeout_seconds=ATTEMPT_CHECK_SECONDS)
