@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from test_route_matrix import ROUTES
 
 from e2e.test_accessibility import waiting_task
-from support.browser import PASSWORD, Watched, choose_resource, sign_in
+from support.browser import PASSWORD, Watched, send_request, sign_in
 from support.web import concrete
 from webapp.core.db import Database
 from webapp.core.models import AccessRequest, Agent, Grant, ImportJob, Resource, User
@@ -47,7 +47,7 @@ def demo_ids(database: Database) -> dict[str, Any]:
         return {"user_id": member.id, "job_id": job.id,
                 "resource_id": session.scalar(sa.select(sa.func.min(Resource.id))),
                 "agent_id": session.scalar(sa.select(sa.func.min(Agent.id))),
-                "batch_id": "none", "schedule": "sweep"}
+                "batch_id": "none"}
 
 
 WIDEST = """() => {
@@ -106,12 +106,7 @@ def test_every_page_fits_a_phone_and_a_desktop(serve, open_page, database: Datab
 
 def own_request(member: Watched, database: Database, member_id: int) -> dict[str, Any]:
     """A request the member sends through the form (a real workflow behind it), and a task of theirs."""
-    member.goto("/requests/new")
-    choose_resource(member, "aws-staging")
-    member.page.get_by_label("Why do you need it?").fill(REASON)
-    member.page.get_by_role("button", name="Send request").click()
-    member.page.locator("#request-detail").wait_for()
-    request_id = int(re.search(r"#(\d+)", member.page.locator("#request-detail h1").inner_text())[1])  # type: ignore[index]
+    request_id = send_request(member, "aws-staging", REASON)
     with database.session() as session:
         workflow_id = session.get_one(AccessRequest, request_id).workflow_id
         granted = session.scalar(sa.select(Grant.request_id).where(Grant.user_id == member_id,

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from playwright.sync_api import expect
 
-from support.browser import LiveServer, Watched, choose_resource, sign_in
+from support.browser import LiveServer, Watched, send_request, sign_in
 
 OpenPage = Callable[..., Watched]
 REASON = "Checking the nightly backups of the staging database."
@@ -33,24 +33,13 @@ def signed_in(server: LiveServer, open_page: OpenPage, email: str, path: str) ->
     return window
 
 
-def send_request(member: Watched) -> int:
-    """Ask for staging-db through the form; the new request's id."""
-    member.goto("/requests/new")
-    choose_resource(member, "staging-db")
-    member.page.get_by_label("Why do you need it?").fill(REASON)
-    member.page.get_by_role("button", name="Send request").click()
-    heading = member.page.locator("#request-detail h1")
-    expect(heading).to_contain_text("staging-db")
-    return int(re.search(r"#(\d+)", heading.inner_text())[1])  # type: ignore[index]
-
-
 def test_a_request_and_its_approval_reach_the_other_dashboard_live(server: LiveServer, open_page: OpenPage) -> None:
     approver = signed_in(server, open_page, "approver@example.com", "/")
     mark(approver)
     member = signed_in(server, open_page, "member@example.com", "/")
     pending_before = member.page.locator("#counters .counter-value").first.inner_text()
 
-    request_id = send_request(member)
+    request_id = send_request(member, "staging-db", REASON)
     member.goto("/")
     mark(member)
     expect(member.page.locator("#counters .counter-value").first).not_to_have_text(pending_before)
@@ -83,7 +72,8 @@ def test_waiting_for_my_approval_and_my_requests_follow_along(server: LiveServer
     member = signed_in(server, open_page, "member@example.com", "/my/requests")
     mark(member)
 
-    request_id = send_request(signed_in(server, open_page, "member@example.com", "/"))  # the member, another window
+    other_window = signed_in(server, open_page, "member@example.com", "/")  # the member, in another window
+    request_id = send_request(other_window, "staging-db", REASON)
 
     waiting = approver.page.locator(f"#request-{request_id}")
     expect(waiting).to_contain_text("requested", timeout=LIVE_MS)
@@ -102,7 +92,7 @@ def test_waiting_for_my_approval_and_my_requests_follow_along(server: LiveServer
 def test_my_access_follows_a_revoke_made_by_an_admin(server: LiveServer, open_page: OpenPage) -> None:
     """Issue 15, item 2: the toast said the access ended while My access still showed it."""
     member = signed_in(server, open_page, "member@example.com", "/")
-    request_id = send_request(member)
+    request_id = send_request(member, "staging-db", REASON)
     approver = signed_in(server, open_page, "approver@example.com", f"/requests/{request_id}")
     approver.page.get_by_role("button", name="Approve").first.click()
     expect(approver.page.locator("#request-detail h1 .badge")).to_have_text("approved")

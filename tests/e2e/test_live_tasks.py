@@ -11,7 +11,7 @@ from typing import Any
 from playwright.sync_api import expect
 
 from support.access import REASON, make_agent, make_resource
-from support.browser import LiveServer, Watched, choose_resource, sign_in
+from support.browser import LiveServer, Watched, send_request, sign_in
 from webapp.core.db import Database
 
 OpenPage = Callable[..., Watched]
@@ -37,12 +37,8 @@ def test_tasks_the_request_page_and_agents_follow_a_manual_grant(serve: Any, ope
     make_resource(database, people, "aws-production", approvers=("approver",), agent_id=agent_id,
                   target="Admins group")
     server: LiveServer = serve()
-    holder = signed_in(server, open_page, "member@example.com", "/requests/new")
-    choose_resource(holder, "aws-production")
-    holder.page.get_by_label("Why do you need it?").fill(REASON)
-    holder.page.get_by_role("button", name="Send request").click()
-    expect(holder.page.locator("#request-detail h1")).to_contain_text("aws-production")
-    request_id = int(holder.page.url.rstrip("/").rsplit("/", 1)[1])
+    holder = signed_in(server, open_page, "member@example.com", "/")
+    request_id = send_request(holder, "aws-production", REASON)
     holder.page.evaluate("window.notReloaded = true")
 
     assignee = signed_in(server, open_page, "approver2@example.com", "/tasks")

@@ -14,7 +14,7 @@ from urllib.parse import urljoin
 
 import httpx
 import uvicorn
-from playwright.sync_api import Locator, Page, Response, Route
+from playwright.sync_api import Locator, Page, Response, Route, expect
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Running as root in a container: no sandbox; and nothing that phones home or updates itself.
@@ -149,6 +149,18 @@ def choose_resource(watched: Watched, name: str) -> None:
     select = watched.page.locator("#request-form").get_by_label("Resource")
     value = select.locator("option", has_text=f"{name} (").get_attribute("value")
     select.select_option(value=value)
+
+
+def send_request(watched: Watched, resource: str, reason: str) -> int:
+    """Ask for `resource` through the form, with JavaScript (htmx puts the request in the
+    form's place); the new request's id."""
+    watched.goto("/requests/new")
+    choose_resource(watched, resource)
+    watched.page.get_by_label("Why do you need it?").fill(reason)
+    watched.page.get_by_role("button", name="Send request").click()
+    heading = watched.page.locator("#request-detail h1")
+    expect(heading).to_contain_text(resource)
+    return int(re.search(r"#(\d+)", heading.inner_text())[1])  # type: ignore[index]
 
 
 def run_axe(watched: Watched) -> list[dict[str, Any]]:
