@@ -39,6 +39,8 @@ FORMS: dict[tuple[str, str], list[str] | None] = {
     ("POST", "/requests/{request_id:int}/approve"): ["comment"],
     ("POST", "/requests/{request_id:int}/reject"): ["comment"],
     ("POST", "/requests/{request_id:int}/cancel"): [],
+    ("POST", "/approvals"): ["ids", "decision", "comment"],
+    ("POST", "/account"): ["time_zone"],
     ("POST", "/account/tokens"): ["name", "scopes", "days"],
     ("POST", "/account/tokens/{token_id:int}/revoke"): [],
     ("POST", "/grants/{grant_id:int}/revoke"): ["note"],

@@ -166,15 +166,17 @@ def test_rows_and_toasts_are_rendered_for_each_viewer(client: TestClient, databa
     approver = TestClient(app)
     sign_in(approver, "approver@example.com")
     seen = read_messages(approver, start, 2)
-    assert [e.name for e in seen] == [f"row-{request_id}", "new-row", "toast", "audit",
-                                      f"row-{request_id}", "audit"]
+    assert [e.name for e in seen] == [f"row-{request_id}", "new-row", "queue-row", "toast", "pending", "audit",
+                                      f"row-{request_id}", "pending", "audit"]
+    assert seen[2].text == seen[0].text, "the approvals queue gets the row this approver may decide"
     row = seen[0].text
     assert row.startswith(f'<tr id="request-row-{request_id}"') and f'sse-swap="row-{request_id}"' in row
     assert "Approve" in row and "Reject" in row and "Cancel" not in row, "the approver's buttons"
     tokens = {unmask(value) for value in re.findall(r'name="csrf_token" value="([^"]+)"', row)}
     assert tokens == {approver.cookies["gh_csrf"]}, "forms carry this viewer's CSRF token (masked)"
-    assert f"New request #{request_id}: Mo Member asks for live-a." in seen[2].text
-    assert seen[3].id == str(submitted) and all(e.id is None for e in seen if e.name != "audit")
+    assert f"New request #{request_id}: Mo Member asks for live-a." in seen[3].text
+    assert f'<a href="/requests/{request_id}">View the request</a>' in seen[3].text and "data-close-toast" in seen[3].text
+    assert seen[5].id == str(submitted) and all(e.id is None for e in seen if e.name != "audit")
 
     sign_in(client, "member@example.com")
     mine = read_messages(client, start, 2)

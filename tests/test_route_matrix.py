@@ -40,6 +40,10 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("POST", "/account/tokens"): Access.member,
     ("POST", "/account/tokens/{token_id:int}/revoke"): Access.member,
     ("GET", "/approvals"): Access.approver,
+    ("POST", "/approvals"): Access.approver,
+    ("GET", "/approvals/count"): Access.approver,
+    ("GET", "/account"): Access.member,
+    ("POST", "/account"): Access.member,
     ("POST", "/hooks/demo"): Access.public,  # unsigned: a 403 from the receiver itself, for everyone
     ("GET", "/tasks"): Access.member,
     ("GET", "/tasks/{task_id:int}"): Access.member,  # no such task here: a 404 for everyone signed in

@@ -137,7 +137,7 @@ def test_every_page_passes_axe_with_a_clean_console(serve, open_page, database: 
     approver = open_page(server)
     sign_in(approver, APPROVER)
     approver.goto("/approvals")
-    assert approver.page.locator(f"#request-{request_id}").is_visible()
+    assert approver.page.locator(f"#request-row-{request_id}").is_visible()
     audit.check(approver, "waiting for my approval")
     approver.goto(f"/requests/{request_id}")
     assert approver.page.get_by_role("button", name="Approve").is_visible()

@@ -50,7 +50,7 @@ def test_member_asks_and_an_approver_approves(server: LiveServer, open_page: Ope
     approver = open_page(server, javascript=javascript)
     sign_in(approver, "approver@example.com")
     approver.goto("/approvals")
-    approver.page.locator(f"#request-{request_id}").get_by_role("link").click()
+    approver.page.locator(f"#request-row-{request_id}").get_by_role("link").click()
     approver.page.wait_for_url(f"**/requests/{request_id}")
     approver.page.get_by_label("Comment (optional)").fill("Fine for a week.")
     if javascript:  # the decision forms are boosted: htmx swaps in the page it redirects to
@@ -138,7 +138,8 @@ def test_issuing_a_token_keeps_the_address(server: LiveServer, open_page: OpenPa
     and screen reader (axe-clean, with the refused field focused)."""
     member = open_page(server)
     sign_in(member, "member@example.com")
-    member.page.get_by_role("link", name="API tokens").click()
+    member.page.get_by_role("link", name="Settings").click()
+    member.page.get_by_role("link", name="Your API tokens").click()
     expect(member.page.get_by_role("heading", level=1)).to_have_text("Your API tokens")
     member.page.get_by_label("Token name").fill("nightly sync")
     member.page.get_by_label("Expires after (days)").fill("400")

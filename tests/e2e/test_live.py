@@ -51,8 +51,9 @@ def test_a_request_and_its_approval_reach_the_other_dashboard_live(server: LiveS
     expect(approver.page.locator("#toasts")).to_contain_text(f"New request #{request_id}", timeout=LIVE_MS)
     assert not_reloaded(approver)
 
-    row.get_by_role("button", name=f"Approve request #{request_id}").click()  # a plain form: this page goes
-    approver.page.wait_for_url(f"**/requests/{request_id}")
+    row.get_by_role("button", name=f"Approve request #{request_id}").click()  # a plain form: back to this page
+    expect(approver.page.locator("#flash")).to_contain_text(f"Request #{request_id} approved.")
+    expect(approver.page.locator("#flash")).to_be_focused()
 
     member_row = member.page.locator(f"#request-row-{request_id}")
     expect(member_row).to_contain_text("approved", timeout=LIVE_MS)
@@ -75,15 +76,16 @@ def test_waiting_for_my_approval_and_my_requests_follow_along(server: LiveServer
     other_window = signed_in(server, open_page, "member@example.com", "/")  # the member, in another window
     request_id = send_request(other_window, "staging-db", REASON)
 
-    waiting = approver.page.locator(f"#request-{request_id}")
+    waiting = approver.page.locator(f"#request-row-{request_id}")
     expect(waiting).to_contain_text("requested", timeout=LIVE_MS)
-    mine = member.page.locator(f"#request-{request_id}")
+    mine = member.page.locator(f"#request-row-{request_id}")
     expect(mine).to_contain_text("requested", timeout=LIVE_MS)
 
     decider = signed_in(server, open_page, "approver@example.com", f"/requests/{request_id}")
     decider.page.get_by_role("button", name="Approve").first.click()
     expect(mine).to_contain_text("approved", timeout=LIVE_MS)
-    expect(waiting).to_have_count(0, timeout=LIVE_MS)  # decided: no longer waiting
+    expect(waiting).to_contain_text("approved", timeout=LIVE_MS)  # decided by someone else: it says so
+    expect(waiting.get_by_role("button")).to_have_count(0)  # and offers nothing left to do
     assert not_reloaded(approver) and not_reloaded(member)
     member.assert_clean()
     approver.assert_clean()

@@ -50,9 +50,12 @@ def _message(error: Any) -> str:
 
 
 def parse_form(model: type[M], values: Mapping[str, Any]) -> M:
-    """Validate `values` (a form or query mapping) into `model`, or raise FormInvalid."""
-    data = {k: v for k, v in values.items() if isinstance(v, str)}
-    unprintable = {k: "This contains characters that are not allowed." for k, v in data.items() if "\x00" in v}
+    """Validate `values` (a form or query mapping) into `model`, or raise FormInvalid. A field
+    sent several times (checkboxes) arrives as a list when `values` holds one."""
+    data = {k: v for k, v in values.items()
+            if isinstance(v, str) or (isinstance(v, list) and all(isinstance(item, str) for item in v))}
+    unprintable = {k: "This contains characters that are not allowed." for k, v in data.items()
+                   if any("\x00" in item for item in ([v] if isinstance(v, str) else v))}
     if unprintable:  # PostgreSQL cannot store NUL in text; refuse it here, for every field
         raise FormInvalid(unprintable, data)
     try:

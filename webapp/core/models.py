@@ -128,6 +128,8 @@ class User(SQLModel, table=True):
     created_at: datetime = _timestamp(default=True)
     # An account for scripts: no password, never decides requests, holds tokens an admin issues.
     is_service: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    # An IANA name ("Europe/Paris") for the times pages show; empty: the browser's, else UTC.
+    time_zone: str = Field(default="", max_length=64, sa_column_kwargs={"server_default": ""})
 
 
 class Agent(SQLModel, table=True):

@@ -65,6 +65,11 @@ class FeedEvent:
         return is_admin or (self.audience is not None and user_id in self.audience)
 
     @property
+    def moves_queue(self) -> bool:
+        """The requests waiting for a decision may have changed (the count beside "Waiting for me")."""
+        return self.row is not None and self.action.startswith("request.")
+
+    @property
     def moves_tasks(self) -> bool:
         """Task lists, task pages and agent pages may have changed."""
         return self.action.startswith(FULFILMENT)

@@ -74,6 +74,7 @@ class Action(StrEnum):
     USER_ROLE_CHANGED = "user.role_changed"
     USER_ACTIVATED = "user.activated"
     USER_DEACTIVATED = "user.deactivated"
+    ACCOUNT_UPDATED = "user.settings_changed"  # a person's own settings (time zone)
     SIGNED_IN = "auth.signed_in"
     SIGN_IN_FAILED = "auth.sign_in_failed"
     SIGNED_OUT = "auth.signed_out"

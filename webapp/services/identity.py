@@ -39,6 +39,7 @@ class Principal:
     token_id: int | None = None  # the API token this request came with (None: a browser session)
     scopes: frozenset[str] | None = None  # what that token may do (None: everything the role may)
     service: bool = False  # a service account: scripts only, never decides requests
+    time_zone: str = ""  # their setting (webapp.web.times); empty: their browser's
 
     @property
     def via_token(self) -> bool:
@@ -73,7 +74,7 @@ def digest(secret: str) -> str:
 
 def principal_of(user: User, *, token_id: int | None = None, scopes: frozenset[str] | None = None) -> Principal:
     assert user.id is not None
-    return Principal(user.id, user.email, user.name, user.role, token_id, scopes, user.is_service)
+    return Principal(user.id, user.email, user.name, user.role, token_id, scopes, user.is_service, user.time_zone)
 
 
 # Sign-in ---------------------------------------------------------------------------------

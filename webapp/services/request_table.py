@@ -122,6 +122,7 @@ class RequestRow:
     created_at: datetime
     updated_at: datetime
     pending_until: datetime | None
+    decision_note: str | None = None  # why it was rejected: the requester sees it in every list
     actions: RowActions = RowActions()
 
     def for_viewer(self, actions: RowActions) -> RequestRow:
@@ -236,12 +237,25 @@ def _row(found: Any) -> RequestRow:
                       reason, RequestStatus(status), describe(seconds), seconds, created, updated, pending_until)
 
 
+def _rows(session: Session, query: sa.Select[Any]) -> list[RequestRow]:
+    """The rows `query` finds, with the reasons of the rejected ones (one more query, and
+    only when the page holds a rejected request)."""
+    rows = [_row(found) for found in session.execute(query)]
+    rejected = [row.id for row in rows if row.status == RequestStatus.rejected]
+    if not rejected:
+        return rows
+    notes = dict(session.execute(
+        sa.select(Approval.request_id, Approval.comment)
+        .where(Approval.request_id.in_(rejected), Approval.decision == "reject", Approval.counted)  # type: ignore[attr-defined]
+        .order_by(Approval.id)).all())
+    return [replace(row, decision_note=notes.get(row.id)) if row.id in notes else row for row in rows]
+
+
 def load_rows(session: Session, ids: list[int]) -> list[RequestRow]:
     """The rows with these ids, in the order given (without actions)."""
     if not ids:
         return []
-    found = session.execute(_rows_query().where(AccessRequest.id.in_(ids))).all()  # type: ignore[union-attr]
-    by_id = {row[0]: _row(row) for row in found}
+    by_id = {row.id: row for row in _rows(session, _rows_query().where(AccessRequest.id.in_(ids)))}  # type: ignore[union-attr]
     return [by_id[i] for i in ids if i in by_id]
 
 
@@ -301,17 +315,30 @@ def my_requests(session: Session, viewer: Viewer, *, limit: int = 200) -> list[R
     """Everything the viewer asked for, newest first."""
     query = (_rows_query().where(AccessRequest.requester_id == viewer.principal.id)
              .order_by(AccessRequest.created_at.desc(), AccessRequest.id.desc()).limit(limit))  # type: ignore[attr-defined, union-attr]
-    return with_actions(session, viewer, [_row(found) for found in session.execute(query)])
+    return with_actions(session, viewer, _rows(session, query))
+
+
+def _waiting(viewer: Viewer, *columns: Any) -> sa.Select[Any]:
+    """Pending requests the viewer may decide and has not approved yet."""
+    principal = viewer.principal
+    query = (sa.select(*columns).select_from(AccessRequest)
+             .join(User, User.id == AccessRequest.requester_id)
+             .join(Resource, Resource.id == AccessRequest.resource_id)
+             .where(AccessRequest.status == RequestStatus.requested, AccessRequest.requester_id != principal.id))
+    if not principal.is_admin:
+        query = query.where(AccessRequest.resource_id.in_(sorted(viewer.approves)))  # type: ignore[attr-defined]
+    already = sa.select(Approval.request_id).where(Approval.approver_id == principal.id, Approval.counted)
+    return query.where(AccessRequest.id.not_in(already))  # type: ignore[union-attr]
 
 
 def waiting_for(session: Session, viewer: Viewer, *, limit: int = 200) -> list[RequestRow]:
     """Pending requests the viewer may decide and has not approved yet, oldest first."""
-    principal = viewer.principal
-    query = _rows_query().where(AccessRequest.status == RequestStatus.requested,
-                                AccessRequest.requester_id != principal.id)
-    if not principal.is_admin:
-        query = query.where(AccessRequest.resource_id.in_(sorted(viewer.approves)))  # type: ignore[attr-defined]
-    already = sa.select(Approval.request_id).where(Approval.approver_id == principal.id, Approval.counted)
-    query = query.where(AccessRequest.id.not_in(already))  # type: ignore[union-attr]
-    query = query.order_by(AccessRequest.created_at, AccessRequest.id).limit(limit)
-    return with_actions(session, viewer, [_row(found) for found in session.execute(query)])
+    query = _waiting(viewer, *_ROW_COLUMNS).order_by(AccessRequest.created_at, AccessRequest.id).limit(limit)
+    return with_actions(session, viewer, _rows(session, query))
+
+
+def count_waiting(session: Session, viewer: Viewer) -> int:
+    """How many requests wait for the viewer's decision: the count beside "Waiting for me"."""
+    if viewer.principal.service or (not viewer.principal.is_admin and not viewer.approves):
+        return 0
+    return session.scalar(sa.select(sa.func.count()).select_from(_waiting(viewer, AccessRequest.id).subquery())) or 0

@@ -22,16 +22,28 @@ Kind = Literal["ok", "info", "warning", "error"]
 class Flash:
     kind: Kind
     text: str
+    link: str | None = None  # the page of what the message is about (a same-site path)
+    link_text: str = ""
 
 
 def _signer(request: Request) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(request.app.state.settings.session_secret, salt="gatehouse.flash")
 
 
-def redirect_with(request: Request, url: str, text: str, kind: Kind = "ok") -> Response:
-    """303 to `url`, which shows `text` once."""
-    response = RedirectResponse(url, status_code=303)
-    response.set_cookie(FLASH_COOKIE, _signer(request).dumps({"kind": kind, "text": text}), max_age=MAX_AGE_SECONDS,
+Link = tuple[str, str]  # (same-site path, link text)
+
+
+def redirect_with(request: Request, url: str, text: str, kind: Kind = "ok", *, link: Link | None = None) -> Response:
+    """303 to `url`, which shows `text` once (with `link`, unless it leads to `url` itself)."""
+    return leave_flash(request, RedirectResponse(url, status_code=303), text, kind,
+                       link=None if link and link[0] == url.split("?")[0] else link)
+
+
+def leave_flash(request: Request, response: Response, text: str, kind: Kind = "ok", *,
+                link: Link | None = None) -> Response:
+    """Set the message on `response` (a redirect, or htmx's HX-Redirect)."""
+    data = {"kind": kind, "text": text, **({"link": list(link)} if link else {})}
+    response.set_cookie(FLASH_COOKIE, _signer(request).dumps(data), max_age=MAX_AGE_SECONDS,
                         path="/", httponly=True, samesite="lax", secure=request.app.state.settings.https)
     return response
 
@@ -49,6 +61,9 @@ def pending_flash(request: Request) -> Flash | None:
     text = data.get("text") if isinstance(data, dict) else None
     if kind not in ("ok", "info", "warning", "error") or not isinstance(text, str):
         return None
+    match data.get("link"):  # signed by us, so well formed; checked all the same
+        case [str(href), str(label)] if href.startswith("/") and not href.startswith("//"):
+            return Flash(kind, text, href, label)
     return Flash(kind, text)
 
 

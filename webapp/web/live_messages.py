@@ -6,11 +6,14 @@ For an event about a request the viewer may see:
                themselves, so a row that is not on the page costs the browser nothing
   `new-row`    the same row, for a new request: the unfiltered first page of the table
                listens to it and puts the row on top
+  `queue-row`  the same again, to those who may decide it: the approvals queue adds it
   `toast`      a short message when the event concerns the viewer (their request was
                decided or expired, a request waits for their decision, their access ends)
   `tasks`      no HTML, just a nudge when tasks or agents may have moved: task lists, task and
                agent pages fetch themselves again (the assignees of a manual task, who may not
                see the request itself, get only this one)
+  `pending`    no HTML: the requests waiting for this approver's decision may have changed (the
+               count beside "Waiting for me" fetches itself again)
 and for every event they may see, last, the one that carries the SSE id:
   `audit`      an entry of the activity list
 Only the last message has an id, so a browser that reconnects halfway through an event gets
@@ -41,8 +44,9 @@ CSRF_SLOT = "__gatehouse_csrf_slot__"
 
 @dataclass(frozen=True)
 class Toast:
-    kind: str  # ok, info or error: the colour; the text says it all without it
+    kind: str  # ok, info or error: the colour and icon; the text says it all without them
     text: str
+    url: str  # the request it is about
 
 
 def row_actions(event: FeedEvent, principal: Principal) -> RowActions:
@@ -58,44 +62,52 @@ def toast_for(event: FeedEvent, principal: Principal) -> Toast | None:
         return None
     mine = row.requester_id == principal.id
     label = f"Request #{row.id} for {row.resource}"
+    said: tuple[str, str] | None = None
     if event.action == Action.REQUEST_SUBMITTED and principal.id in event.approvers and not mine:
-        return Toast("info", f"New request #{row.id}: {row.requester} asks for {row.resource}.")
-    if event.action == Action.REQUEST_CANCELED and principal.id in event.approvers and not mine:
-        return Toast("info", f"{label} was withdrawn by {row.requester}.")
-    if principal.is_admin and event.action in (Action.TASK_FAILED, Action.TASK_RETRYING):
-        return Toast("error", f"Access to {row.resource} for {row.requester} is held up: "
-                              + ("a task needs a person (see Tasks)." if event.action == Action.TASK_FAILED
-                                 else "its system does not answer; the task keeps retrying."))
-    if not mine:
-        return None
-    return {
-        Action.REQUEST_APPROVED: Toast("ok", f"{label} was approved."),
-        Action.REQUEST_AUTO_APPROVED: Toast("ok", f"{label} was approved automatically."),
-        Action.REQUEST_REJECTED: Toast("error", f"{label} was rejected."),
-        Action.REQUEST_EXPIRED: Toast("info", f"{label} expired without a decision."),
-        Action.REQUEST_FAILED: Toast("error", f"{label} failed; the administrators can see why."),
-        Action.GRANT_EXPIRING: Toast("info", f"Your access to {row.resource} ends within a day."),
-        Action.GRANT_REVOKED: Toast("info", f"Your access to {row.resource} has ended."),
-        Action.GRANT_ACTIVE: Toast("ok", f"Your access to {row.resource} is in place."),
-    }.get(event.action)
+        said = "info", f"New request #{row.id}: {row.requester} asks for {row.resource}."
+    elif event.action == Action.REQUEST_CANCELED and principal.id in event.approvers and not mine:
+        said = "info", f"{label} was withdrawn by {row.requester}."
+    elif principal.is_admin and event.action in (Action.TASK_FAILED, Action.TASK_RETRYING):
+        said = "error", (f"Access to {row.resource} for {row.requester} is held up: "
+                         + ("a task needs a person (see Tasks)." if event.action == Action.TASK_FAILED
+                            else "its system does not answer; the task keeps retrying."))
+    elif mine:
+        rejected = f"{label} was rejected" + (f": \u201c{row.decision_note}\u201d" if row.decision_note else ".")
+        said = {
+            Action.REQUEST_APPROVED: ("ok", f"{label} was approved."),
+            Action.REQUEST_AUTO_APPROVED: ("ok", f"{label} was approved automatically."),
+            Action.REQUEST_REJECTED: ("error", rejected),
+            Action.REQUEST_EXPIRED: ("info", f"{label} expired without a decision."),
+            Action.REQUEST_FAILED: ("error", f"{label} failed; the administrators can see why."),
+            Action.GRANT_EXPIRING: ("info", f"Your access to {row.resource} ends within a day."),
+            Action.GRANT_REVOKED: ("info", f"Your access to {row.resource} has ended."),
+            Action.GRANT_ACTIVE: ("ok", f"Your access to {row.resource} is in place."),
+        }.get(event.action)
+    return None if said is None else Toast(*said, url=row.url)
 
 
 def messages(env: Environment, context: dict[str, Any], event: FeedEvent, principal: Principal) -> list[ServerSentEvent]:
     """The SSE messages for one event and one viewer who may see it, id-bearing one last."""
     out: list[ServerSentEvent] = []
+    tz = context.get("viewer_tz")  # times are shown in the viewer's zone: one rendering per zone
     if event.row is not None:
         actions = row_actions(event, principal)
-        row_html = _shared(env, event, ("row", actions), "row", row=event.row.for_viewer(actions))
+        row_html = _shared(env, event, ("row", actions, tz), "row", row=event.row.for_viewer(actions), viewer_tz=tz)
         row_html = row_html.replace(CSRF_SLOT, context.get("csrf_token", ""))
         out.append(ServerSentEvent(data=row_html, event=f"row-{event.row.id}"))
         if event.action == Action.REQUEST_SUBMITTED:
             out.append(ServerSentEvent(data=row_html, event="new-row"))
+            if actions.approve:  # it waits for this viewer: the approvals queue adds it
+                out.append(ServerSentEvent(data=row_html, event="queue-row"))
         toast = toast_for(event, principal)
         if toast is not None:
             out.append(ServerSentEvent(data=_shared(env, event, toast, "toast", toast=toast), event="toast"))
+    if event.moves_queue and principal.has_role("approver") and (principal.is_admin or principal.id in event.approvers):
+        out.append(ServerSentEvent(data=event.action, event="pending"))
     if event.moves_tasks:
         out.append(tasks_nudge(event))
-    out.append(ServerSentEvent(data=_shared(env, event, "activity", "activity"), event="audit", id=str(event.id)))
+    out.append(ServerSentEvent(data=_shared(env, event, ("activity", tz), "activity", viewer_tz=tz), event="audit",
+                               id=str(event.id)))
     return out
 
 

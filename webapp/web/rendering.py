@@ -12,13 +12,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from jinja2 import pass_context
+from jinja2.runtime import Context
 from jinja2_fragments.starlette import Jinja2Blocks
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from webapp.core.durations import describe, time_left
 from webapp.web.csrf import mask
 from webapp.web.flash import clear_flash, pending_flash
+from webapp.web.times import TZ_COOKIE, when, zone
+
+ICONS = "/static/vendor/lucide-1.62.0/icons.svg"  # built by tools/make_icons.py
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent.parent / "templates"
 
@@ -46,8 +52,22 @@ def request_context(request: Request) -> dict[str, Any]:
     state = request.scope.get("state", {})
     if "csrf_masked" not in state:  # one mask per response (a stream is one response)
         state["csrf_masked"] = mask(state["csrf_token"]) if state.get("csrf_token") else ""
-    return {"principal": state.get("principal"), "csrf_token": state["csrf_masked"],
-            "flash": pending_flash(request) if "app" in request.scope else None}
+    principal = state.get("principal")
+    return {"principal": principal, "csrf_token": state["csrf_masked"], "header_pending_count": state.get("pending_count"),
+            "flash": pending_flash(request) if "app" in request.scope else None,
+            "viewer_tz": zone((principal.time_zone if principal else "") or request.cookies.get(TZ_COOKIE))}
+
+
+@pass_context
+def _when(context: Context, moment: datetime | None, style: str = "relative", empty: str = "—") -> Markup:
+    """`{{ when(row.created_at) }}`: a <time> in the viewer's zone (webapp.web.times)."""
+    return when(moment, context.get("viewer_tz") or zone(None), style=style, empty=empty)
+
+
+def icon(name: str) -> Markup:
+    """A Lucide icon from the vendored sprite; decoration only (the text beside it says it all)."""
+    return Markup('<svg class="icon" aria-hidden="true" focusable="false"><use href="{}#{}"></use></svg>').format(
+        ICONS, name)
 
 
 def create_templates() -> Jinja2Blocks:
@@ -55,6 +75,7 @@ def create_templates() -> Jinja2Blocks:
     templates.env.autoescape = True
     templates.env.filters["duration"] = describe
     templates.env.filters["time_left"] = time_left
+    templates.env.globals.update(when=_when, icon=icon)
     templates.env.trim_blocks = True
     templates.env.lstrip_blocks = True
     return templates

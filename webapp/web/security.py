@@ -24,7 +24,9 @@ from starlette.routing import Route
 
 from webapp.core.models import TokenScope, utcnow
 from webapp.services import identity, tokens
+from webapp.services.access import viewer
 from webapp.services.audit import acting_through
+from webapp.services.request_table import count_waiting
 from webapp.web.csrf import SESSION_COOKIE, check_origin, check_token, cookie_name
 from webapp.web.errors import error_response
 from webapp.web.rendering import is_htmx, wants_fragment, wants_json
@@ -124,9 +126,16 @@ async def _authenticate(request: Request) -> identity.Principal | None:
     if not token or len(token) > 128:
         return None
 
+    whole_page = (request.method == "GET" and not wants_fragment(request) and not wants_json(request)
+                  and "text/event-stream" not in request.headers.get("accept", ""))
+
     def by_session() -> identity.Principal | None:
         with request.app.state.db.session() as session:
-            return identity.principal_for_session(session, settings, token, now=utcnow())
+            principal = identity.principal_for_session(session, settings, token, now=utcnow())
+            if whole_page and principal is not None and principal.has_role("approver"):
+                # The count beside "Waiting for me" in the header, read in the same visit.
+                request.state.pending_count = count_waiting(session, viewer(session, principal))
+            return principal
 
     return await run_in_threadpool(by_session)
 

@@ -34,12 +34,14 @@ from webapp.services.access_history import AccessAtQuery
 from webapp.services.agent_settings import AgentRow, AgentTaskRow
 from webapp.services.logs import AuditQuery, ErrorQuery
 from webapp.services.request_table import Order, RequestQuery, RequestRow, SortKey
+from webapp.web.account import SettingsForm
 from webapp.web.admin.agents import AgentForm
 from webapp.web.csrf import SESSION_COOKIE
 from webapp.web.ops.batches import LoadForm, ShutdownForm, SubmitForm
 from webapp.web.ops.runtime import ExecutorQuery, ScheduleQuery, ScheduleRow
 from webapp.web.ops.workflows import ActionForm, WorkflowDetail, WorkflowQuery, WorkflowRow
-from webapp.web.requests.forms import DecisionForm, RejectForm, RequestForm, RevokeForm
+from webapp.web.requests.bulk import BulkResult
+from webapp.web.requests.forms import BulkDecisionForm, DecisionForm, RejectForm, RequestForm, RevokeForm
 from webapp.web.security import Access
 from webapp.web.tasks import NoteForm, ReasonForm, TaskListQuery
 
@@ -260,6 +262,25 @@ class RequestDetail(Shape):
     error: str | None
     approvals: list[Approval]
     grant: Grant | None
+
+
+class BulkDecided(Shape):
+    results: list[BulkResult] = Field(description="One per selected request, in the order sent.")
+
+
+class Waiting(Shape):
+    waiting: int = Field(description="Pending requests you may decide and have not approved yet.")
+
+
+class AccountSettings(Shape):
+    email: str
+    name: str
+    role: str
+    time_zone: str = Field(description="An IANA name; empty: the browser's zone, else UTC.")
+
+
+class SettingsSaved(Shape):
+    time_zone: str
 
 
 class DecisionApplied(Shape):
@@ -565,6 +586,17 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/my/requests"): Operation("requests", {200: Answer("Newest first.", RequestRows)}),
     ("GET", "/my/access"): Operation("requests", {200: Answer("Grants in force, by resource.", list[Holding])}),
     ("GET", "/approvals"): Operation("requests", {200: Answer("Oldest first.", RequestRows)}),
+    ("POST", "/approvals"): Operation("requests", {
+        200: Answer("What happened to each request (a refusal or a late answer changes only that one).",
+                    BulkDecided),
+        422: Answer("No request chosen, too many, or a rejection without a reason."),
+    }, form=BulkDecisionForm, summary="Approve or reject several requests at once, each as if on its own."),
+    ("GET", "/approvals/count"): Operation("requests", {200: Answer("How many wait for you.", Waiting)}),
+    ("GET", "/account"): Operation("account", {200: Answer("Who you are and your settings.", AccountSettings)}),
+    ("POST", "/account"): Operation("account", {
+        200: Answer("Saved.", SettingsSaved),
+        422: Answer("Not a time zone this server knows."),
+    }, form=SettingsForm, summary="Change your settings."),
     ("GET", "/admin/resources/{resource_id}/access"): Operation("requests", {
         200: Answer("Who held the resource then.", ResourceAccess),
         400: Answer("`at` is not a time."),
@@ -634,6 +666,7 @@ TAGS = {
     "workflows": "DBOS workflows: list, inspect, cancel, resume, fork (admins).",
     "runtime": "Queues, schedules and executors (admins).",
     "batches": "Operator batches and the graceful shutdown (admins).",
+    "account": "Your own settings.",
     "health": "Probes for load balancers and process managers.",
 }
 

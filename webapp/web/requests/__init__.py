@@ -3,8 +3,15 @@ the lists (lists, with the table's links and caption in table)."""
 
 from __future__ import annotations
 
+from webapp.web.requests.bulk import decide_selected
 from webapp.web.requests.decide import approve, cancel, reject, request_page, revoke_grant
-from webapp.web.requests.lists import approvals_page, my_access_page, my_requests_page, requests_page
+from webapp.web.requests.lists import (
+    approvals_page,
+    my_access_page,
+    my_requests_page,
+    pending_count,
+    requests_page,
+)
 from webapp.web.requests.submit import new_request_page, submit_request
 from webapp.web.security import Access, guarded_route
 
@@ -20,4 +27,6 @@ routes = [
     guarded_route("/my/requests", my_requests_page, access=Access.member),
     guarded_route("/my/access", my_access_page, access=Access.member),
     guarded_route("/approvals", approvals_page, access=Access.approver),
+    guarded_route("/approvals", decide_selected, access=Access.approver, methods=["POST"]),
+    guarded_route("/approvals/count", pending_count, access=Access.approver),
 ]

@@ -8,15 +8,17 @@ webapp.web.errors.
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, Response
 
-from webapp.core.forms import FormModel, parse_form
+from webapp.core.forms import FormModel, parse_form, safe_next
 from webapp.core.models import utcnow
-from webapp.services.access import request_view
+from webapp.services.access import DecisionOutcome, request_view
 from webapp.services.request_table import request_url
 from webapp.web.database import in_session
+from webapp.web.flash import redirect_with
 from webapp.web.parsing import path_id
 from webapp.web.rendering import render, wants_json
 from webapp.web.requests.forms import DecisionForm, RejectForm, RevokeForm
@@ -46,7 +48,33 @@ async def request_page(request: Request) -> Response:
     return render(request, "request_detail.html", {"view": view, "now": utcnow()}, block="request_detail")
 
 
-async def _decide(request: Request, kind: Literal["approve", "reject", "cancel"], form_model: type[FormModel]) -> Response:
+DecisionKind = Literal["approve", "reject", "cancel"]
+
+
+def decided_text(kind: DecisionKind, request_id: int, outcome: DecisionOutcome) -> str:
+    """What a decision did, in the words of the message the next page shows."""
+    if kind == "approve" and outcome["status"] == "requested":
+        return (f"Your approval of request #{request_id} counted: {outcome['approvals']} of "
+                f"{outcome['required']} needed.")
+    return {"approve": f"Request #{request_id} approved.", "reject": f"Request #{request_id} rejected.",
+            "cancel": f"Request #{request_id} cancelled."}[kind]
+
+
+LISTS = ("/", "/approvals", "/requests", "/my/requests")  # pages whose rows carry the decision forms
+
+
+def came_from(request: Request, default: str) -> str:
+    """The list the form was on (from Referer: the rows are shared by every list, live, so they
+    cannot say which page they are on), or `default`."""
+    referer = urlsplit(request.headers.get("referer", ""))
+    if referer.netloc == request.url.netloc and referer.path in LISTS:
+        return safe_next(referer.path + (f"?{referer.query}" if referer.query else ""), default)
+    return default
+
+
+async def _decide(request: Request, kind: DecisionKind, form_model: type[FormModel]) -> Response:
+    """Decide, then go back to the list the form was on, or to the request, with a message
+    saying what happened."""
     principal = current_principal(request)
     request_id = path_id(request, "request_id")
     form = parse_form(form_model, await request.form())  # FormInvalid: a 422 (webapp.web.errors)
@@ -54,7 +82,8 @@ async def _decide(request: Request, kind: Literal["approve", "reject", "cancel"]
                                           getattr(form, "comment", ""))
     if wants_json(request):
         return JSONResponse({"id": request_id, **result})
-    return RedirectResponse(request_url(request_id), status_code=303)
+    return redirect_with(request, came_from(request, request_url(request_id)), decided_text(kind, request_id, result),
+                         link=(request_url(request_id), f"Open request #{request_id}"))
 
 
 async def approve(request: Request) -> Response:
@@ -80,4 +109,5 @@ async def revoke_grant(request: Request) -> Response:
     request_id = await access_workflow.revoke(request.app.state.db, principal, grant_id, form.note)
     if wants_json(request):
         return JSONResponse({"grant_id": grant_id, "revoked": True})
-    return RedirectResponse(request_url(request_id) if request_id else "/my/access", status_code=303)
+    return redirect_with(request, request_url(request_id) if request_id else "/my/access",
+                         f"Access ended (grant #{grant_id}); its removal from the system is under way.")

@@ -18,6 +18,7 @@ from webapp.services.request_table import (
     RequestQuery,
     RequestRow,
     RequestTable,
+    count_waiting,
     load_table,
     my_requests,
     resource_choices,
@@ -56,6 +57,16 @@ async def approvals_page(request: Request) -> Response:
     principal = current_principal(request)
     rows = await in_session(request, lambda s: waiting_for(s, viewer(s, principal)))
     return _list_response(request, "approvals.html", "approvals", rows)
+
+
+async def pending_count(request: Request) -> Response:
+    """How many requests wait for my decision: the count beside "Waiting for me", which fetches
+    itself again when the live feed says the queue moved."""
+    principal = current_principal(request)
+    count = await in_session(request, lambda s: count_waiting(s, viewer(s, principal)))
+    if wants_json(request):
+        return JSONResponse({"waiting": count})
+    return render(request, "pending_count.html", {"pending_count": count}, block="badge", fragment_only=True)
 
 
 async def my_access_page(request: Request) -> Response:

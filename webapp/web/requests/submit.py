@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, Response
 
 from webapp.core.durations import DURATIONS, LABELS
 from webapp.core.forms import FormInvalid, parse_form, plain_int
@@ -21,6 +21,7 @@ from webapp.services.request_table import request_url
 from webapp.services.suggestions import Suggestion, suggestions_for
 from webapp.web.database import in_session
 from webapp.web.errors import error_response
+from webapp.web.flash import leave_flash, redirect_with
 from webapp.web.rendering import is_htmx, render, wants_json
 from webapp.web.requests.forms import RequestForm
 from webapp.web.security import current_principal
@@ -97,7 +98,8 @@ def _created(request: Request, submitted: access_workflow.Submitted) -> Response
     if wants_json(request):
         return JSONResponse({"id": submitted.request_id, "workflow_id": submitted.workflow_id, "url": url}, 201,
                             headers={"Location": url})
+    text = f"Request #{submitted.request_id} sent. This page shows its progress as it happens."
     if is_htmx(request):
         # XHR would follow a 303 silently and leave the address on the form: navigate instead.
-        return Response(status_code=204, headers={"HX-Redirect": url})
-    return RedirectResponse(url, status_code=303)
+        return leave_flash(request, Response(status_code=204, headers={"HX-Redirect": url}), text)
+    return redirect_with(request, url, text)

@@ -1,0 +1,78 @@
+"""Times as people read them: "3 h ago", "in 2 days", with the exact time in the viewer's
+own time zone on hover and for screen readers, rendered on the server.
+
+The viewer's zone is their setting (/account), else what their browser said (the `gh_tz`
+cookie, set by static/app.js), else UTC. Every time is a `<time datetime>` that never wraps.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from markupsafe import Markup, escape
+
+from webapp.core.models import utcnow
+
+TZ_COOKIE = "gh_tz"
+MINUTE, HOUR, DAY = 60, 3600, 86400
+
+
+@lru_cache(maxsize=1)
+def zone_names() -> frozenset[str]:
+    """The IANA names this machine knows, for the setting's choices and to check the cookie."""
+    return frozenset(available_timezones() | {"UTC"})
+
+
+@lru_cache(maxsize=512)
+def zone(name: str | None) -> ZoneInfo:
+    """The zone called `name`, or UTC for anything unknown (a stale or forged cookie)."""
+    if not name or name not in zone_names():
+        return ZoneInfo("UTC")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def relative(moment: datetime, now: datetime) -> str:
+    """How long ago or ahead `moment` is, in the largest unit that fits; beyond 30 days, the date."""
+    seconds = (moment - now).total_seconds()
+    ahead, span = seconds > 0, abs(seconds)
+    if span < 45:
+        return "just now" if not ahead else "in under a minute"
+    if span >= 30 * DAY:
+        return moment.strftime("%-d %b %Y")
+    if span < HOUR:
+        amount = f"{max(1, round(span / MINUTE))} min"
+    elif span < DAY:
+        amount = f"{round(span / HOUR)} h"
+    else:
+        days = round(span / DAY)
+        amount = f"{days} day{'s' if days != 1 else ''}"
+    return f"in {amount}" if ahead else f"{amount} ago"
+
+
+def exact(moment: datetime, where: ZoneInfo, *, seconds: bool = False) -> str:
+    """The moment in the viewer's zone: "Tue 1 Dec 2026, 14:05 CET"."""
+    local = moment.astimezone(where)
+    return local.strftime(f"%a %-d %b %Y, %H:%M{':%S' if seconds else ''} %Z")
+
+
+def when(moment: datetime | None, where: ZoneInfo, *, style: str = "relative", empty: str = "—",
+         now: datetime | None = None) -> Markup:
+    """`<time>` for a moment. `relative`: "3 h ago" with the exact time in its title and for
+    screen readers; `exact`: the exact time, seconds included; `both`: exact, then relative."""
+    if moment is None:
+        return Markup(escape(empty))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    precise = exact(moment, where, seconds=True)
+    if style == "exact":
+        shown = precise
+    else:
+        ago = relative(moment, now or utcnow())
+        shown = f"{exact(moment, where)} ({ago})" if style == "both" else ago
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(
+        moment.astimezone(UTC).isoformat(timespec="seconds"), precise, shown)
