@@ -270,8 +270,8 @@ def test_actions_only_where_the_viewer_may_use_them(client: TestClient, database
     assert actions(client, members_beta) == {"approve", "reject"}
     body = client.get("/requests", headers=JSON).json()
     by_id = {row["id"]: row["actions"] for row in body["rows"]}
-    assert by_id[members_beta] == {"approve": True, "reject": True, "cancel": False}
-    assert by_id[decided] == {"approve": False, "reject": False, "cancel": False}
+    assert by_id[members_beta] == {"approve": True, "reject": True, "cancel": False, "again": False}
+    assert by_id[decided] == {"approve": False, "reject": False, "cancel": False, "again": False}
 
 
 def test_action_forms_are_real_forms_for_the_decision_routes(client: TestClient, database: Database, people, resources) -> None:  # type: ignore[no-untyped-def]
@@ -323,7 +323,7 @@ def test_json_shape(client: TestClient, database: Database, people, table) -> No
     assert set(first) == {"id", "url", "requester_id", "requester", "requester_email", "resource_id", "resource",
                           "reason", "status", "duration", "duration_seconds", "created_at", "updated_at",
                           "pending_until", "decision_note", "actions"}
-    assert set(first["actions"]) == {"approve", "reject", "cancel"}
+    assert set(first["actions"]) == {"approve", "reject", "cancel", "again"}
     # One shape for a request in every list: My requests answers the same rows.
     mine = client.get("/my/requests", headers=JSON).json()
     assert mine and all(set(row) == set(first) for row in mine)

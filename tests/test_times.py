@@ -24,6 +24,8 @@ NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
     (timedelta(seconds=20), "in under a minute"),
     (timedelta(minutes=-3), "3 min ago"),
     (timedelta(minutes=59), "in 59 min"),
+    (timedelta(minutes=59, seconds=40), "in 1 h"),
+    (timedelta(hours=23, minutes=40), "in 1 day"),
     (timedelta(hours=-3, minutes=-10), "3 h ago"),
     (timedelta(days=2, hours=1), "in 2 days"),
     (timedelta(days=-1), "1 day ago"),

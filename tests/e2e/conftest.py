@@ -101,13 +101,19 @@ def open_page(serve: Any, browser: Browser) -> Iterator[Callable[..., Watched]]:
         context.close()
 
 
+def add_resources(database: Database, people: dict[str, User], *names: str) -> None:
+    """Databases that Arlo Approver approves (and admins may decide), one approval each."""
+    with database.session() as session:
+        for name in names:
+            save_resource(session, ResourceChanges(
+                name=name, kind="database", description=f"The {name.removesuffix('-db')} database.",
+                approvals_required=1, max_duration_seconds=None, pending_ttl_seconds=72 * 3600, auto_approve=False,
+                approver_ids=[people["approver"].id],  # type: ignore[list-item]
+            ), resource=None, actor="test", actor_id=None)
+
+
 @pytest.fixture
 def server(serve, database: Database, people: dict[str, User]) -> LiveServer:  # type: ignore[no-untyped-def]
     """The app over the `people` fixture and one resource that Arlo Approver approves."""
-    with database.session() as session:
-        save_resource(session, ResourceChanges(
-            name="staging-db", kind="database", description="The staging database.", approvals_required=1,
-            max_duration_seconds=None, pending_ttl_seconds=72 * 3600, auto_approve=False,
-            approver_ids=[people["approver"].id],  # type: ignore[list-item]
-        ), resource=None, actor="test", actor_id=None)
+    add_resources(database, people, "staging-db")
     return serve()  # type: ignore[no-any-return]

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
+from e2e.conftest import add_resources
 from support.browser import LiveServer, Watched, post_and_follow, send_request, sign_in
 from webapp.core.db import Database
 from webapp.core.models import User
-from webapp.services.catalog import ResourceChanges, save_resource
 
 OpenPage = Callable[..., Watched]
 REASON = "Checking the nightly backups of the staging database."
@@ -25,13 +25,7 @@ RESOURCES = ("staging-db", "billing-db", "metrics-db")  # one pending request pe
 @pytest.fixture
 def server(serve: Any, database: Database, people: dict[str, User]) -> LiveServer:
     """The app with three resources that Arlo Approver approves (and admins may decide)."""
-    with database.session() as session:
-        for name in RESOURCES:
-            save_resource(session, ResourceChanges(
-                name=name, kind="database", description=f"The {name}.", approvals_required=1,
-                max_duration_seconds=None, pending_ttl_seconds=72 * 3600, auto_approve=False,
-                approver_ids=[people["approver"].id],  # type: ignore[list-item]
-            ), resource=None, actor="test", actor_id=None)
+    add_resources(database, people, *RESOURCES)
     return serve()  # type: ignore[no-any-return]
 
 

@@ -214,6 +214,9 @@ class AccessRequest(SQLModel, table=True):
     decided_at: datetime | None = _timestamp(nullable=True, index=True)  # "approved today"
     decided_by_id: int | None = Field(default=None, foreign_key="users.id")
     error: str | None = Field(default=None, max_length=2000)
+    # An extension: on approval, this grant (the requester's, for the same resource) ends later
+    # instead of a new grant starting. No foreign key: grants point at requests already.
+    extends_grant_id: int | None = Field(default=None, index=True)
 
 
 class Grant(SQLModel, table=True):

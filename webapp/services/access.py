@@ -32,6 +32,7 @@ from webapp.core.models import (
     User,
 )
 from webapp.services.catalog import approvers_of
+from webapp.services.extensions import extendable, held_grant
 from webapp.services.identity import Principal
 from webapp.services.tasks import TaskRow, tasks_of_grant
 
@@ -56,6 +57,7 @@ class Submission(TypedDict):
     reason: str
     reminder: ReminderPolicy
     token_id: NotRequired[int | None]  # the API token it was submitted with, for the audit
+    extends_grant_id: NotRequired[int | None]  # an extension of this grant (webapp.services.extensions)
 
 
 class MessageFacts(TypedDict):
@@ -77,6 +79,7 @@ class RequestFacts(MessageFacts):
     approvers: list[str]  # their emails
     pending_until: float  # epoch seconds
     reminder: ReminderPolicy
+    extends_grant_id: NotRequired[int | None]
 
 
 class Refused(TypedDict):
@@ -113,8 +116,9 @@ class GrantFacts(TypedDict):
 
 
 class EndedGrant(TypedDict):
-    ended: bool  # False: it had ended already (by the other path)
+    ended: bool  # False: it had ended already (by the other path), or it was extended meanwhile
     task: str | None  # the workflow of the remove task, when an agent must undo the membership
+    extended_to: NotRequired[float]  # at its expiry: it now ends then (epoch seconds), so it goes on
 
 
 class RevokeTarget(TypedDict):
@@ -136,8 +140,9 @@ def requestable_resources(session: Session) -> list[Resource]:
 
 
 def prepare_submission(session: Session, settings: Settings, requester: Principal, *, resource_id: int,
-                       duration: str, reason: str) -> Submission:
-    """The workflow input for a valid submission, or AccessError naming the field at fault."""
+                       duration: str, reason: str, extends_grant_id: int | None = None) -> Submission:
+    """The workflow input for a valid submission, or AccessError naming the field at fault.
+    Something the requester holds already is refused, unless the request extends that grant."""
     resource = session.get(Resource, resource_id)
     if resource is None:
         raise AccessError(422, "Choose a resource from the list.", "resource_id")
@@ -153,7 +158,18 @@ def prepare_submission(session: Session, settings: Settings, requester: Principa
     if pending is not None:
         raise AccessError(422, f"You already have a pending request for {resource.name} (#{pending}).",
                           "resource_id")
-    return submission(settings, requester.id, resource_id, seconds, reason, token_id=requester.token_id)
+    if extends_grant_id is not None:
+        if not extendable(session.get(Grant, extends_grant_id), requester.id, resource_id):
+            raise AccessError(422, f"There is no time-bound access to {resource.name} of yours in force to extend.",
+                              "resource_id")
+        if seconds is None:
+            raise AccessError(422, "An extension adds a length of time: choose one.", "duration")
+    elif (held := held_grant(session, requester.id, resource_id)) is not None:
+        until = "permanently" if held.expires_at is None else f"until {held.expires_at:%Y-%m-%d %H:%M} UTC"
+        raise AccessError(422, f"You already hold {resource.name} {until}."
+                          + ("" if held.expires_at is None else " Extend it instead."), "resource_id")
+    return {**submission(settings, requester.id, resource_id, seconds, reason, token_id=requester.token_id),
+            **({"extends_grant_id": extends_grant_id} if extends_grant_id is not None else {})}  # type: ignore[typeddict-item]
 
 
 def submission(settings: Settings, requester_id: int, resource_id: int, seconds: int | None,
@@ -301,6 +317,7 @@ class RequestView:
     can_cancel: bool = False
     can_revoke: bool = False
     approvals_counted: int = field(default=0)
+    extends: Grant | None = None  # the grant this request extends
 
 
 def request_view(session: Session, principal: Principal, request_id: int) -> RequestView:
@@ -327,6 +344,7 @@ def request_view(session: Session, principal: Principal, request_id: int) -> Req
         can_decide=pending and may_decide(session, principal, request),
         can_cancel=may_cancel(principal, requester_id=request.requester_id, status=request.status),
         can_revoke=principal.is_admin and grant is not None and grant.revoked_at is None,
+        extends=session.get(Grant, request.extends_grant_id) if request.extends_grant_id else None,
     )
     view.approvals_counted = len({a.approver for a in view.approvals if a.decision == "approve" and a.counted})
     return view

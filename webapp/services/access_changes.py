@@ -48,6 +48,8 @@ from webapp.services.fulfilment import plan_add, plan_remove, task_workflow_id
 from webapp.services.identity import principal_of
 
 ERROR_SOURCE = "workflow.access"
+# A grant's workflow wakes at its end by its own clock: an end still this far ahead was moved.
+EXPIRY_SLACK = timedelta(seconds=1)
 
 
 def _locked_request(session: Session, request_id: int) -> AccessRequest:
@@ -83,6 +85,7 @@ def record_request(session: Session, submission: Submission, *, workflow_id: str
         duration_seconds=submission["duration_seconds"], status=RequestStatus.requested,
         workflow_id=workflow_id, created_at=now, updated_at=now,
         pending_until=now + timedelta(seconds=resource.pending_ttl_seconds),
+        extends_grant_id=submission.get("extends_grant_id"),
     )
     session.add(request)
     session.flush()
@@ -101,6 +104,7 @@ def record_request(session: Session, submission: Submission, *, workflow_id: str
         reason=request.reason, duration_seconds=request.duration_seconds, auto_approve=resource.auto_approve,
         approvals_required=resource.approvals_required, approvers=list(approvers),
         pending_until=request.pending_until.timestamp(), reminder=submission["reminder"],
+        extends_grant_id=request.extends_grant_id,
     )
 
 
@@ -226,16 +230,23 @@ def create_grant(session: Session, request_id: int, *, workflow_id: str | None) 
 def end_grant(session: Session, grant_id: int, reason: str, *, workflow_id: str | None, actor_id: int | None = None,
               note: str = "") -> EndedGrant:
     """Revoke the grant now, with a remove task when an agent holds its membership; `ended`
-    False if it was already revoked (by the other path)."""
-    grant = session.get(Grant, grant_id, with_for_update=True)  # expiry and early revoke may race
+    False if it was already revoked (by the other path). At its expiry (`reason` "expired"),
+    a grant an extension moved meanwhile goes on: `extended_to` says until when."""
+    grant = session.get(Grant, grant_id, with_for_update=True)  # expiry, early revoke and extension may race
     if grant is None or grant.revoked_at is not None:
         return EndedGrant(ended=False, task=None)
     now = utcnow()
+    if reason == "expired" and grant.expires_at is not None and grant.expires_at > now + EXPIRY_SLACK:
+        return EndedGrant(ended=False, task=None, extended_to=grant.expires_at.timestamp())
     grant.revoked_at, grant.revoked_by_workflow, grant.revoked_by_id = now, workflow_id, actor_id
     actor = session.get(User, actor_id) if actor_id else None
     if grant.request_id is not None:
         request = _locked_request(session, grant.request_id)
         request.status, request.updated_at = RequestStatus.revoked, now
+    # The approved extensions of the grant end with it.
+    session.execute(sa.update(AccessRequest).where(
+        AccessRequest.extends_grant_id == grant_id, AccessRequest.status == RequestStatus.approved,  # type: ignore[arg-type]
+    ).values(status=RequestStatus.revoked, updated_at=now))
     record_event(session, actor=actor.email if actor else "workflow", actor_id=actor_id, action=Action.GRANT_REVOKED,
                  subject=f"grant:{grant_id}", details={"request": grant.request_id, "reason": reason, "note": note})
     return EndedGrant(ended=True, task=plan_remove(session, grant))

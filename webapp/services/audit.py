@@ -59,6 +59,7 @@ class Action(StrEnum):
     DECISION_IGNORED = "decision.ignored"  # late, repeated or unauthorised
     # grant:<id>
     GRANT_CREATED = "grant.created"
+    GRANT_EXTENDED = "grant.extended"  # an approved extension moved its end
     GRANT_EXPIRING = "grant.expiring"  # entered its last day (the sweep)
     GRANT_REVOKED = "grant.revoked"  # early, or at its expiry
     GRANT_ACTIVE = "grant.active"  # its agent confirmed the membership

@@ -35,6 +35,8 @@ from webapp.services.access import Viewer, decides, may_cancel, visible_to
 from webapp.services.identity import Principal
 
 PAGE_SIZE = 25
+ASK_AGAIN = frozenset({RequestStatus.rejected, RequestStatus.expired, RequestStatus.canceled, RequestStatus.revoked,
+                       RequestStatus.failed})  # over: "Request again" copies it into the form
 MAX_PAGE = 10_000
 COUNT_CAP = 1000
 
@@ -96,11 +98,13 @@ class RequestQuery(FormModel):
 
 @dataclass(frozen=True)
 class RowActions:
-    """What one viewer may do on one request: approve or reject it, or cancel it."""
+    """What one viewer may do on one request: approve or reject it, cancel it, or (their own,
+    once it is over) ask for the same again."""
 
     approve: bool = False
     reject: bool = False
     cancel: bool = False
+    again: bool = False
 
 
 @dataclass(frozen=True)
@@ -295,7 +299,8 @@ def actions_for(principal: Principal, row: RequestRow, *, approves_resource: boo
     decide = (row.status == RequestStatus.requested and not has_approved
               and decides(principal, requester_id=row.requester_id, approves_resource=approves_resource))
     return RowActions(approve=decide, reject=decide,
-                      cancel=may_cancel(principal, requester_id=row.requester_id, status=row.status))
+                      cancel=may_cancel(principal, requester_id=row.requester_id, status=row.status),
+                      again=row.requester_id == principal.id and row.status in ASK_AGAIN)
 
 
 def with_actions(session: Session, viewer: Viewer, rows: list[RequestRow]) -> list[RequestRow]:

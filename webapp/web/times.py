@@ -44,12 +44,12 @@ def relative(moment: datetime, now: datetime) -> str:
         return "just now" if not ahead else "in under a minute"
     if span >= 30 * DAY:
         return moment.strftime("%-d %b %Y")
-    if span < HOUR:
-        amount = f"{max(1, round(span / MINUTE))} min"
-    elif span < DAY:
-        amount = f"{round(span / HOUR)} h"
+    minutes, hours, days = round(span / MINUTE), round(span / HOUR), round(span / DAY)
+    if minutes < 60:
+        amount = f"{max(1, minutes)} min"
+    elif hours < 24:
+        amount = f"{hours} h"
     else:
-        days = round(span / DAY)
         amount = f"{days} day{'s' if days != 1 else ''}"
     return f"in {amount}" if ahead else f"{amount} ago"
 

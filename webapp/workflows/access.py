@@ -41,6 +41,7 @@ from webapp.core.durations import describe
 from webapp.core.errors import NotAnsweredYet
 from webapp.core.models import RequestStatus
 from webapp.services import access_changes as changes
+from webapp.services import extensions
 from webapp.services.access import (
     AccessError,
     DecisionKind,
@@ -58,6 +59,7 @@ from webapp.services.access import (
     request_id_for_workflow,
 )
 from webapp.services.audit import acting_through
+from webapp.services.extensions import Extended
 from webapp.services.identity import Principal
 from webapp.services.notifications import Message
 from webapp.workflows.control import fork_label
@@ -122,6 +124,11 @@ def end_grant(grant_id: int, reason: str, actor_id: int | None = None, note: str
 
 
 @datasource.transaction()
+def extend_grant(request_id: int, grant_id: int) -> Extended:
+    return extensions.extend_grant(datasource.session(), request_id, grant_id)
+
+
+@datasource.transaction()
 def record_failure(request_id: int, error_type: str, error_message: str) -> None:
     changes.record_failure(datasource.session(), request_id, error_type, error_message,
                            workflow_id=DBOS.workflow_id)
@@ -162,7 +169,9 @@ def access_request_workflow(submission: Submission) -> str:
     try:
         status = _wait_for_decision(facts)
         if status == RequestStatus.approved:
-            _hold_grant(facts)
+            extends = facts.get("extends_grant_id")
+            if not (extends and _extend(facts, extends)):
+                _hold_grant(facts)
         return status
     except WorkflowCancelled:
         raise
@@ -240,29 +249,71 @@ def _hold_grant(facts: RequestFacts) -> None:
     until = "permanently" if duration is None else f"for {describe(duration)}"
     _tell_requester(facts, "request.approved", f"Access to {facts['resource']} granted",
                     f"Your request for {facts['resource']} was approved: you have access {until}.")
+    if grant["expires_at"] is not None:
+        _hold_until_the_end(facts, grant)
+
+
+def _hold_until_the_end(facts: RequestFacts, grant: GrantFacts) -> None:
+    """Sleep until the grant ends (reminding the holder before), and end it. An approved
+    extension moves the end (a message, or found at the expiry itself); a revoke ends the wait."""
     expires_at = grant["expires_at"]
-    if expires_at is None:
-        return
+    assert expires_at is not None and facts["duration_seconds"] is not None
     reminder = facts["reminder"]
-    if duration >= reminder["min_grant_seconds"]:
-        reminder_at = expires_at - reminder["before_seconds"]
-        if DBOS.recv(REVOKE_TOPIC, timeout_seconds=max(0.0, reminder_at - time.time())) is not None:
-            return  # revoked early: revoke_grant_workflow did the revoking and the telling
-        _tell_requester(facts, "grant.expiring", f"Your access to {facts['resource']} ends soon",
-                        f"Your access to {facts['resource']} ends at "
-                        f"{datetime.fromtimestamp(expires_at, UTC).strftime('%Y-%m-%d %H:%M')} UTC.")
-    if DBOS.recv(REVOKE_TOPIC, timeout_seconds=max(0.0, expires_at - time.time())) is not None:
-        return
-    _expire(facts, grant)
+    remind = facts["duration_seconds"] >= reminder["min_grant_seconds"]
+    while True:
+        if remind:
+            message = DBOS.recv(REVOKE_TOPIC, timeout_seconds=max(0.0, expires_at - reminder["before_seconds"]
+                                                                  - time.time()))
+            if message is not None:
+                if "extended_to" not in message:
+                    return  # revoked early: revoke_grant_workflow did the revoking and the telling
+                expires_at = max(expires_at, float(message["extended_to"]))
+                continue
+            _tell_requester(facts, "grant.expiring", f"Your access to {facts['resource']} ends soon",
+                            f"Your access to {facts['resource']} ends at "
+                            f"{datetime.fromtimestamp(expires_at, UTC).strftime('%Y-%m-%d %H:%M')} UTC.")
+            remind = False
+        message = DBOS.recv(REVOKE_TOPIC, timeout_seconds=max(0.0, expires_at - time.time()))
+        if message is None:
+            later = _expire(facts, grant)
+        elif "extended_to" in message:
+            later = float(message["extended_to"])
+        else:
+            return
+        if later is None:
+            return
+        if later > expires_at:  # extended: a reminder again before the new end
+            expires_at, remind = later, facts["duration_seconds"] >= reminder["min_grant_seconds"]
 
 
-def _expire(facts: RequestFacts, grant: GrantFacts) -> None:
-    """End the grant at its time and, once its agent removed the access, say so."""
+def _expire(facts: RequestFacts, grant: GrantFacts) -> float | None:
+    """End the grant at its time and, once its agent removed the access, say so. If an
+    extension moved its end meanwhile, nothing ends: the new end (epoch seconds)."""
     ended = end_grant(grant["grant_id"], "expired")
+    if "extended_to" in ended:
+        return ended["extended_to"]
     if ended["ended"]:
         _settle(ended["task"])
         _tell_requester(facts, "grant.expired", f"Your access to {facts['resource']} has ended",
                         f"Your time-bound access to {facts['resource']} has ended. Request it again if you need it.")
+    return None
+
+
+def _extend(facts: RequestFacts, grant_id: int) -> bool:
+    """An approved extension: move the grant's end and tell its workflow. False when the grant
+    ended before (or is permanent): the request then grants anew."""
+    extended = extend_grant(facts["request_id"], grant_id)
+    if not extended["extended"]:
+        return False
+    if extended["holder"] and DBOS.get_workflow_status(extended["holder"]) is not None:
+        DBOS.send(extended["holder"], {"grant_id": grant_id, "extended_to": extended["expires_at"]}, REVOKE_TOPIC)
+    if facts["auto_approve"]:
+        DBOS.set_event(RECORDED_EVENT, facts)
+    ends = datetime.fromtimestamp(extended["expires_at"] or 0, UTC).strftime("%Y-%m-%d %H:%M")
+    _tell_requester(facts, "request.approved", f"Access to {facts['resource']} extended",
+                    f"Your request to extend your access to {facts['resource']} was approved: it now ends at "
+                    f"{ends} UTC.")
+    return True
 
 
 def revoke_workflow_id(grant_id: int) -> str:
@@ -305,7 +356,7 @@ async def find_submission(database: Database, requester_id: int, form_key: str) 
 
 
 async def submit(database: Database, settings: Settings, requester: Principal, *, resource_id: int, duration: str,
-                 reason: str, form_key: str) -> Submitted:
+                 reason: str, form_key: str, extends_grant_id: int | None = None) -> Submitted:
     """Start the request's workflow (once per form key) and wait until it recorded the request.
 
     AccessError (422, naming the field) when the submission is refused; NotAnsweredYet when
@@ -313,7 +364,8 @@ async def submit(database: Database, settings: Settings, requester: Principal, *
     workflow_id = request_workflow_id(requester.id, form_key)
     try:
         submission = await database.in_session(lambda s: prepare_submission(
-            s, settings, requester, resource_id=resource_id, duration=duration, reason=reason))
+            s, settings, requester, resource_id=resource_id, duration=duration, reason=reason,
+            extends_grant_id=extends_grant_id))
     except AccessError:
         # A resent form whose workflow recorded the request in the meantime is not a duplicate.
         resent = await find_submission(database, requester.id, form_key)

@@ -17,6 +17,7 @@ class RequestForm(FormModel):
     duration: str = Field(json_schema_extra={"enum": list(DURATIONS)})  # checked against the resource
     reason: Annotated[str, StringConstraints(min_length=10, max_length=1000)]
     form_key: FormKey  # one per rendering of the form: a form sent twice makes one request
+    extends_grant_id: int | None = Field(default=None, ge=1, le=2**31 - 1)  # the extend form's grant
 
 
 class DecisionForm(FormModel):

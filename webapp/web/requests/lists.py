@@ -13,7 +13,8 @@ from starlette.responses import JSONResponse, Response
 from webapp.core.forms import parse_query
 from webapp.core.models import utcnow
 from webapp.services.access import viewer
-from webapp.services.grants import my_access
+from webapp.services.extensions import pending_extensions
+from webapp.services.grants import AccessRow, my_access
 from webapp.services.request_table import (
     RequestQuery,
     RequestRow,
@@ -73,11 +74,16 @@ async def my_access_page(request: Request) -> Response:
     """What I hold now, and for how long."""
     principal = current_principal(request)
     now = utcnow()
-    rows = await in_session(request, lambda s: my_access(s, principal.id, now=now))
+
+    def load(session: Session) -> tuple[list[AccessRow], dict[int, int]]:
+        held = my_access(session, principal.id, now=now)
+        return held, pending_extensions(session, [row.grant_id for row in held])
+
+    rows, extensions = await in_session(request, load)
     if wants_json(request):
         return JSONResponse([{"grant_id": r.grant_id, "request_id": r.request_id, "resource": r.resource,
                               "expires_at": r.expires_at.isoformat() if r.expires_at else None} for r in rows])
-    return render(request, "my_access.html", {"rows": rows, "now": now}, block="my_access")
+    return render(request, "my_access.html", {"rows": rows, "now": now, "extensions": extensions}, block="my_access")
 
 
 def _list_response(request: Request, template: str, block: str, rows: list[RequestRow]) -> Response:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -17,6 +18,7 @@ from webapp.core.forms import FormInvalid, parse_form, plain_int
 from webapp.core.models import Resource, utcnow
 from webapp.core.ratelimit import SlidingWindowLimiter
 from webapp.services.access import AccessError, requestable_resources
+from webapp.services.request_form import Extending, Standing, prefill, standing
 from webapp.services.request_table import request_url
 from webapp.services.suggestions import Suggestion, suggestions_for
 from webapp.web.database import in_session
@@ -37,10 +39,14 @@ def submission_limiter(request: Request) -> SlidingWindowLimiter:
 
 
 async def new_request_page(request: Request) -> Response:
-    """The request form; each rendering carries a fresh key, so one form submits once."""
-    preselect = request.query_params.get("resource_id", "")
-    return await _form_response(request, values={"resource_id": preselect if plain_int(preselect) else "",
-                                                 "duration": "8h"})
+    """The request form; each rendering carries a fresh key, so one form submits once. It opens
+    with a resource chosen (`resource_id`), extending a grant (`extend`), or as a copy of an
+    earlier request (`again`)."""
+    principal = current_principal(request)
+    query = {name: plain_int(request.query_params.get(name), max_digits=9) for name in ("resource_id", "extend", "again")}
+    start = await in_session(request, lambda s: prefill(s, principal.id, resource_id=query["resource_id"],
+                                                        extend=query["extend"], again=query["again"]))
+    return await _form_response(request, values=start.values)
 
 
 async def _form_response(request: Request, *, values: dict[str, Any], errors: dict[str, str] | None = None,
@@ -49,20 +55,33 @@ async def _form_response(request: Request, *, values: dict[str, Any], errors: di
     if wants_json(request) and status_code >= 400:
         return error_response(request, status_code, error or "Check your input", headers, fields=errors or {})
     principal = current_principal(request)
-    resources, suggestions = await in_session(request, lambda s: (
-        requestable_resources(s), suggestions_for(s, principal.id, now=utcnow())))
-    context = request_form_context(resources, values=values, errors=errors, error=error, suggestions=suggestions)
+    chosen = plain_int(str(values.get("resource_id") or ""), max_digits=9)
+    extend = plain_int(str(values.get("extends_grant_id") or ""), max_digits=9)
+
+    def load(session: Session) -> dict[str, Any]:
+        return {"resources": requestable_resources(session), "suggestions": suggestions_for(session, principal.id,
+                                                                                            now=utcnow()),
+                "standing": standing(session, principal.id, chosen),
+                "extending": prefill(session, principal.id, extend=extend).extending if extend else None}
+
+    loaded = await in_session(request, load)
+    context = request_form_context(loaded["resources"], values=values, errors=errors, error=error,
+                                   suggestions=loaded["suggestions"], standing=loaded["standing"],
+                                   extending=loaded["extending"])
     return render(request, "request_new.html", context, block="request_form", status_code=status_code,
                   headers=headers)
 
 
 def request_form_context(resources: list[Resource], *, values: dict[str, Any], errors: dict[str, str] | None = None,
-                         error: str | None = None, suggestions: list[Suggestion] | None = None) -> dict[str, Any]:
+                         error: str | None = None, suggestions: list[Suggestion] | None = None,
+                         standing: Standing | None = None, extending: Extending | None = None) -> dict[str, Any]:
     """What templates/_request_form.html needs, wherever the form is shown; `suggestions`
-    (webapp.services.suggestions) are links that preselect a resource."""
+    (webapp.services.suggestions) are links that preselect a resource; `standing`, what the
+    person has of the chosen one; `extending`, the grant an extension form extends."""
     values = {**values, "form_key": values.get("form_key") or uuid.uuid4().hex}
-    return {"resources": resources, "durations": [(k, LABELS[k]) for k in DURATIONS], "values": values,
-            "errors": errors or {}, "error": error, "suggestions": suggestions or []}
+    durations = [(k, LABELS[k]) for k in DURATIONS if not (extending and DURATIONS[k] is None)]
+    return {"resources": resources, "durations": durations, "values": values, "errors": errors or {}, "error": error,
+            "suggestions": suggestions or [], "standing": standing or Standing(), "extending": extending}
 
 
 async def submit_request(request: Request) -> Response:
@@ -85,7 +104,8 @@ async def submit_request(request: Request) -> Response:
     try:
         submitted = await access_workflow.submit(database, request.app.state.settings, principal,
                                                  resource_id=form.resource_id, duration=form.duration,
-                                                 reason=form.reason, form_key=form.form_key)
+                                                 reason=form.reason, form_key=form.form_key,
+                                                 extends_grant_id=form.extends_grant_id)
     except AccessError as refused:
         return await _form_response(request, values=values, status_code=refused.status_code,
                                     errors={refused.field: str(refused)} if refused.field else None,
