@@ -4,13 +4,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test test-fast screenshots bench migrate clean
+.PHONY: run test test-fast screenshots bench migrate clean venv-stamp
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	rm -f $(VENV)/.installed-* && touch $@
+
+# The file that says .venv holds this pyproject.toml's packages (.ci/run builds it first).
+venv-stamp:
+	@echo $(STAMP)
 
 ## Serve on http://127.0.0.1:8000 with the SQLite default and demo data (seeded on first run).
 run: $(STAMP)

@@ -34,10 +34,14 @@ def _run(statement: sql.Composable) -> None:
 
 
 def create_login(name: str) -> None:
-    """A login role (kept: other tests may hold memberships through it)."""
+    """A login role (kept: other tests may hold memberships through it). CI runs the SQLite and
+    PostgreSQL passes side by side on one server: the other may create it at the same moment."""
     with psycopg.connect(**PG_SERVER, autocommit=True) as conn:  # type: ignore[arg-type]
         if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone():
-            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
+            try:
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
+            except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
+                pass
 
 
 def drop_role(name: str) -> None:
