@@ -99,8 +99,29 @@
     });
   }
 
+  /* The resource picker narrows as one types (without JavaScript, its search form asks the server). */
+  function filterResources() {
+    var box = document.querySelector("input[data-filter]");
+    if (!box) return;
+    var count = document.getElementById("resource-q-count");
+    box.addEventListener("input", function () {
+      var list = document.querySelector(box.getAttribute("data-filter"));
+      if (!list) return;
+      var words = box.value.toLowerCase().trim().split(/\s+/).filter(Boolean);
+      var shown = 0;
+      Array.prototype.forEach.call(list.querySelectorAll(".resource-option"), function (option) {
+        var text = option.getAttribute("data-search") || "";
+        var match = words.every(function (word) { return text.indexOf(word) >= 0; });
+        option.hidden = !match;
+        if (match) shown += 1;
+      });
+      if (count) count.textContent = words.length ? shown + (shown === 1 ? " resource matches." : " resources match.") : "";
+    });
+  }
+
   function start() {
     rememberTimeZone();
+    filterResources();
     watchToasts();
     focusFlash();
     approvalShortcuts();

@@ -149,6 +149,35 @@ def test_request_again_copies_an_earlier_request_of_ones_own(clients: dict[str, 
     assert row["actions"]["again"] is True
     form = member.get(f"/requests/new?again={request_id}").text
     assert "Quarter-end reporting for the finance team.</textarea>" in form
-    assert re.search(rf'<option value="{resource_id}" selected>', form)
+    assert re.search(rf'id="resource-{resource_id}" value="{resource_id}" required aria-describedby="[^"]+" checked>', form)
     assert re.search(r'<option value="7d" selected>', form)
     assert "Quarter-end" not in clients["approver2"].get(f"/requests/new?again={request_id}").text, "not theirs"
+
+
+def test_the_picker_says_what_each_resource_is_and_what_one_has_of_it(clients: dict[str, TestClient],
+                                                                      database: Database,
+                                                                      people: dict[str, Any]) -> None:
+    member = clients["member"]
+    held_id = make_resource(database, people, "orders-db", description="Orders and invoices.")
+    pending_id = make_resource(database, people, "wiki", description="The team's <notes>.")
+    free_id = make_resource(database, people, "vpn", auto_approve=True, approvers=())
+    held_request = submit(member, held_id, "1h")
+    post_form(clients["approver"], f"/requests/{held_request}/approve")
+    grant = wait_for(lambda: (grants_of(database, held_id) or [None])[0], what="the grant")
+    pending = submit(member, pending_id)
+
+    page = member.get("/requests/new").text
+    card = {rid: re.search(rf'<div class="resource-option[^"]*" data-search="[^"]*">\s*<input type="radio" '
+                           rf'name="resource_id" id="resource-{rid}"(.*?)</div>\s*</div>', page, re.S)[1]  # type: ignore[index]
+            for rid in (held_id, pending_id, free_id)}
+    assert "Orders and invoices." in card[held_id] and " disabled" in card[held_id]
+    assert "Approved by Arlo Approver, Bea Approver, usually within" in card[held_id]
+    assert f'<a href="/requests/new?extend={grant.id}">Extend it' in card[held_id]
+    assert "The team&#39;s &lt;notes&gt;." in card[pending_id] and f'<a href="/requests/{pending}">request #{pending}</a>' \
+        in card[pending_id] and " disabled" in card[pending_id]
+    assert "Approved at once" in card[free_id] and " disabled" not in card[free_id]
+
+    found = member.get("/requests/new?q=INVOICES").text
+    assert f'id="resource-{held_id}"' in found and f'id="resource-{free_id}"' not in found
+    assert "No resource matches “nothing-like-it”" in member.get("/requests/new?q=nothing-like-it").text
+    assert member.get("/requests/new?q=%00").status_code == 200

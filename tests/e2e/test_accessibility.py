@@ -224,5 +224,14 @@ def test_every_page_passes_axe_with_a_clean_console(serve, open_page, database: 
     assert admin.page.get_by_role("button", name="Revoke access now").is_visible()
     audit.check(admin, "granted request with the revoke form")
 
+    # The dark theme (it follows the system setting) keeps the same contrast.
+    dark = open_page(server, color_scheme="dark")
+    sign_in(dark, ADMIN)
+    for path, label in (("/", "home"), ("/approvals", "approvals queue"), ("/requests/new", "request form"),
+                        (f"/requests/{granted}", "granted request"), ("/admin/agents", "agents")):
+        dark.goto(path)
+        assert dark.page.evaluate("getComputedStyle(document.documentElement).backgroundColor") == "rgb(13, 17, 23)"
+        audit.check(dark, f"{label}, dark")
+
     audit.assert_clean()
 

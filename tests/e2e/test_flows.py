@@ -66,7 +66,7 @@ def test_member_asks_and_an_approver_approves(server: LiveServer, open_page: Ope
     assert status_badge(member) == "approved"
     expect(member.page.get_by_role("heading", name="Grant")).to_be_visible()
     member.goto("/my/access")
-    expect(member.page.get_by_role("link", name="staging-db")).to_be_visible()
+    expect(member.page.get_by_role("link", name="staging-db", exact=True)).to_be_visible()
 
     member.assert_clean()
     approver.assert_clean()

@@ -145,8 +145,14 @@ def sign_in(watched: Watched, email: str, password: str = PASSWORD) -> None:
 
 
 def choose_resource(watched: Watched, name: str) -> None:
-    """Pick a resource by name in the request form (its options also say kind and limits)."""
-    select = watched.page.locator("#request-form").get_by_label("Resource")
+    """Pick a resource by name in the request form: a radio of /requests/new's picker, or an
+    option of the dashboard's list (its options also say kind and limits)."""
+    form = watched.page.locator("#request-form")
+    radio = form.get_by_role("radio", name=re.compile(rf"^{re.escape(name)}\b"))
+    if radio.count():
+        radio.check()
+        return
+    select = form.get_by_label("Resource")
     value = select.locator("option", has_text=f"{name} (").get_attribute("value")
     select.select_option(value=value)
 

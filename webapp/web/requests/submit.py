@@ -20,6 +20,7 @@ from webapp.core.ratelimit import SlidingWindowLimiter
 from webapp.services.access import AccessError, requestable_resources
 from webapp.services.request_form import Extending, Standing, prefill, standing
 from webapp.services.request_table import request_url
+from webapp.services.resource_picker import resource_cards
 from webapp.services.suggestions import Suggestion, suggestions_for
 from webapp.web.database import in_session
 from webapp.web.errors import error_response
@@ -46,12 +47,18 @@ async def new_request_page(request: Request) -> Response:
     query = {name: plain_int(request.query_params.get(name), max_digits=9) for name in ("resource_id", "extend", "again")}
     start = await in_session(request, lambda s: prefill(s, principal.id, resource_id=query["resource_id"],
                                                         extend=query["extend"], again=query["again"]))
-    return await _form_response(request, values=start.values)
+    return await _form_response(request, values=start.values, q=search_text(request))
+
+
+def search_text(request: Request) -> str:
+    """The picker's search (`q`): up to 100 printable characters; anything else searches for nothing."""
+    q = request.query_params.get("q", "").strip()
+    return q if len(q) <= 100 and q.isprintable() else ""
 
 
 async def _form_response(request: Request, *, values: dict[str, Any], errors: dict[str, str] | None = None,
                          status_code: int = 200, error: str | None = None,
-                         headers: dict[str, str] | None = None) -> Response:
+                         headers: dict[str, str] | None = None, q: str = "") -> Response:
     if wants_json(request) and status_code >= 400:
         return error_response(request, status_code, error or "Check your input", headers, fields=errors or {})
     principal = current_principal(request)
@@ -62,12 +69,14 @@ async def _form_response(request: Request, *, values: dict[str, Any], errors: di
         return {"resources": requestable_resources(session), "suggestions": suggestions_for(session, principal.id,
                                                                                             now=utcnow()),
                 "standing": standing(session, principal.id, chosen),
+                "cards": resource_cards(session, principal.id, q=q),
                 "extending": prefill(session, principal.id, extend=extend).extending if extend else None}
 
     loaded = await in_session(request, load)
     context = request_form_context(loaded["resources"], values=values, errors=errors, error=error,
                                    suggestions=loaded["suggestions"], standing=loaded["standing"],
                                    extending=loaded["extending"])
+    context.update(cards=loaded["cards"], q=q)  # the picker: only on this page, not the dashboard's form
     return render(request, "request_new.html", context, block="request_form", status_code=status_code,
                   headers=headers)
 
