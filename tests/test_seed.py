@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import timedelta
 
 import sqlalchemy as sa
 
 from webapp.core.db import Database
-from webapp.core.models import AccessRequest, AuditEvent, Grant, RequestStatus, Resource, ResourceApprover, User
+from webapp.core.models import (
+    AccessRequest,
+    AuditEvent,
+    Grant,
+    Notification,
+    RequestStatus,
+    Resource,
+    ResourceApprover,
+    User,
+    utcnow,
+)
 from webapp.core.passwords import verify_password
 from webapp.services.demo import DEMO_PASSWORD, database_has_users, seed_demo
 
@@ -44,3 +55,23 @@ def test_seed_builds_an_organisation(database: Database, settings) -> None:  # t
     assert {g.request_id for g in grants} == approved_ids
     assert all(f"request:{r.id}" in audited for r in requests)
     assert all(g.revoked_at is None or g.revoked_at >= g.granted_at for g in grants)
+
+
+def test_seeded_history_carries_its_own_times(database: Database, settings) -> None:  # type: ignore[no-untyped-def]
+    """Issue 15, item 12: the log reads as it happened, not as one burst at seeding time, and
+    the outbox shows a delivery that gave up."""
+    now = utcnow()
+    with database.session() as session:
+        seed_demo(session, now=now)
+    with database.session() as session:
+        events = session.execute(sa.select(AuditEvent.id, AuditEvent.at, AuditEvent.subject, AuditEvent.action)
+                                 .order_by(AuditEvent.id)).all()
+        requests = {r.id: r for r in session.scalars(sa.select(AccessRequest))}
+        failed = session.scalars(sa.select(Notification).where(Notification.status == "failed")).all()
+    times = [at for _id, at, _subject, _action in events]
+    assert times == sorted(times), "ids follow time: the log reads in order"
+    assert times[0] <= now - timedelta(days=100) and max(times) <= now
+    for _id, at, subject, action in events:
+        if action == "request.submitted":
+            assert at == requests[int(subject.split(":")[1])].created_at
+    assert len(failed) == 1 and failed[0].attempts == 5 and "503" in (failed[0].last_error or "")

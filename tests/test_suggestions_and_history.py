@@ -142,8 +142,8 @@ def test_the_form_offers_suggestions_that_preselect_the_resource(
 
     # The link works without JavaScript: the form comes with that resource chosen.
     chosen = client.get(f"/requests/new?resource_id={r['ci']}").text
-    assert re.search(rf'<option value="{r["ci"]}" selected>ci ', chosen)
-    assert not re.search(rf'<option value="{r["wiki"]}" selected>', chosen)
+    assert re.search(rf'id="resource-{r["ci"]}" value="{r["ci"]}" required aria-describedby="[^"]+" checked>', chosen)
+    assert not re.search(rf'id="resource-{r["wiki"]}" value="{r["wiki"]}" [^>]* checked>', chosen)
 
     # A refused submission re-renders the form, suggestions included.
     refused = post_form(client, "/requests", {"resource_id": r["ci"], "duration": "8h", "reason": "short",

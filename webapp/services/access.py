@@ -333,8 +333,18 @@ def request_view(session: Session, principal: Principal, request_id: int) -> Req
     tasks = tasks_of_grant(session, grant.id) if grant else []  # type: ignore[arg-type]
     subjects = ([f"request:{request_id}"] + ([f"grant:{grant.id}"] if grant else [])
                 + [f"task:{row.task.id}" for row in tasks])
-    history = list(session.scalars(sa.select(AuditEvent).where(AuditEvent.subject.in_(subjects))  # type: ignore[attr-defined]
-                                   .order_by(AuditEvent.id)).all())
+    if request.extends_grant_id:  # an extension: the grant it moved says so
+        subjects.append(f"grant:{request.extends_grant_id}")
+    extended = f"grant:{request.extends_grant_id}"
+
+    def belongs(event: AuditEvent) -> bool:
+        """Of the grant this request extends, only its extension by this request belongs here."""
+        if event.subject != extended or (grant is not None and grant.id == request.extends_grant_id):
+            return True
+        return event.action == "grant.extended" and (event.details or {}).get("request") == request_id
+
+    history = [event for event in session.scalars(sa.select(AuditEvent).where(
+        AuditEvent.subject.in_(subjects)).order_by(AuditEvent.id)) if belongs(event)]  # type: ignore[attr-defined]
     approvers = approvers_of(session, request.resource_id)
     pending = request.status == RequestStatus.requested
     view = RequestView(

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -134,9 +135,12 @@ def record_event(
     subject: str,
     details: dict[str, Any] | None = None,
     actor_id: int | None = None,
+    at: datetime | None = None,
 ) -> AuditEvent:
+    """Write one audit row. `at`: when it happened, for history written after the fact (the demo
+    seed); every live change is recorded at the moment it is made."""
     event = AuditEvent(
-        at=utcnow(),
+        at=at or utcnow(),
         actor=actor,
         actor_id=actor_id,
         action=str(action),  # the plain text: drivers may write an enum member by its name

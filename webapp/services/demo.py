@@ -13,6 +13,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -24,6 +25,8 @@ from webapp.core.models import (
     Decision,
     Grant,
     GrantState,
+    Notification,
+    NotificationStatus,
     RequestStatus,
     Resource,
     ResourceApprover,
@@ -125,6 +128,22 @@ class DemoLogin:
     role: str
 
 
+class _History:
+    """The seed's audit rows, written at the end in the order they happened: the audit log reads
+    by id, so history written request by request would otherwise jump back and forth in time."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, **row: Any) -> None:
+        self.rows.append(row)
+
+    def write(self, session: Session) -> None:
+        for row in sorted(self.rows, key=lambda r: r["at"]):
+            record_event(session, **row)
+        self.rows.clear()
+
+
 def email_for(name: str) -> str:
     """"Søren Jensen" -> soren.jensen@example.com: ASCII, first name dot the rest."""
     folded = unicodedata.normalize("NFKD", name.replace("ı", "i").replace("ø", "o").replace("ß", "ss"))
@@ -148,6 +167,7 @@ def seed_demo(session: Session, *, now: datetime | None = None, password: str = 
     """Create the demo organisation; returns the logins to print. Assumes an empty database."""
     now = now or utcnow()
     rng = random.Random(20261123)
+    history = _History()
     password_hash = hash_password(password)  # one hash for all demo users keeps seeding fast
 
     users: dict[str, User] = {}
@@ -160,8 +180,8 @@ def seed_demo(session: Session, *, now: datetime | None = None, password: str = 
         users[name] = user
     session.flush()
     for user in users.values():
-        record_event(session, actor="seed", action=Action.USER_CREATED, subject=f"user:{user.id}",
-                     details={"email": user.email, "role": user.role})
+        history.add(actor="seed", action=Action.USER_CREATED, subject=f"user:{user.id}",
+                     details={"email": user.email, "role": user.role}, at=user.created_at)
 
     resources: dict[str, Resource] = {}
     for name, kind, description, approvers, required, max_duration, auto in RESOURCES:
@@ -176,18 +196,21 @@ def seed_demo(session: Session, *, now: datetime | None = None, password: str = 
     for name, _kind, _desc, approvers, *_ in RESOURCES:
         for approver in approvers:
             session.add(ResourceApprover(resource_id=resources[name].id, user_id=users[approver].id))
-        record_event(session, actor="seed", action=Action.RESOURCE_CREATED, subject=f"resource:{resources[name].id}",
-                     details={"name": name, "approvers": [users[a].email for a in approvers]})
+        history.add(actor="seed", action=Action.RESOURCE_CREATED, subject=f"resource:{resources[name].id}",
+                     details={"name": name, "approvers": [users[a].email for a in approvers]},
+                     at=resources[name].created_at)
 
-    _seed_agents(session, now, resources, base_url)
-    _seed_history(session, rng, now, users, resources)
-    _seed_team_access(session, rng, now, users, resources)
+    _seed_agents(session, history, now, resources, base_url)
+    _seed_history(session, history, rng, now, users, resources)
+    _seed_team_access(session, history, rng, now, users, resources)
     session.flush()
+    history.write(session)
     return [DemoLogin(u.email, u.name, u.role) for u in users.values()]
 
 
 def _seed_history(
-    session: Session, rng: random.Random, now: datetime, users: dict[str, User], resources: dict[str, Resource]
+    session: Session, history: _History, rng: random.Random, now: datetime, users: dict[str, User],
+    resources: dict[str, Resource],
 ) -> None:
     """About forty finished requests over the last two months, each with its audit trail."""
     members = [u for u in users.values() if u.role != Role.admin]
@@ -197,6 +220,7 @@ def _seed_history(
     for name, _k, _d, approver_names, *_ in RESOURCES:
         approvers_by_resource[resources[name].id] = [users[a] for a in approver_names]  # type: ignore[index]
 
+    failed_one = False
     for number in range(1, 41):
         requester = rng.choice(members)
         resource = rng.choice(list(resources.values()))
@@ -215,24 +239,33 @@ def _seed_history(
         session.add(request)
         session.flush()
         subject = f"request:{request.id}"
-        record_event(session, actor=requester.email, actor_id=requester.id, action=Action.REQUEST_SUBMITTED,
-                     subject=subject, details={"resource": resource.name, "reason": request.reason})
+        history.add(actor=requester.email, actor_id=requester.id, action=Action.REQUEST_SUBMITTED,
+                     subject=subject, details={"resource": resource.name, "reason": request.reason}, at=created)
         decided = created + timedelta(minutes=rng.randint(5, 240))
         if status in (RequestStatus.approved, RequestStatus.revoked):
-            _approve(session, request, resource, approvers, decided, duration, now, status)
+            _approve(session, history, request, resource, approvers, decided, duration, now, status)
         elif status == RequestStatus.rejected:
             approver = approvers[0]
             session.add(Approval(request_id=request.id, approver_id=approver.id, decision=Decision.reject,
                                  comment="Please use the staging account for this.", created_at=decided))
-            _close(session, request, status, decided, approver, Action.REQUEST_REJECTED)
+            _close(session, history, request, status, decided, approver, Action.REQUEST_REJECTED)
+            if not failed_one:  # the outbox shows what a delivery that gave up looks like
+                failed_one = True
+                session.add(Notification(
+                    channel="slack", recipient=requester.email, request_id=request.id, created_at=decided,
+                    subject=f"Your request for {resource.name} was rejected", status=NotificationStatus.failed,
+                    body=f"Your request for {resource.name} was rejected.\n\nReason: Please use the staging account.",
+                    dedup_key=f"slack:{request.id}:request.rejected:{requester.email}", attempts=5,
+                    last_error="Slack answered 503 Service Unavailable five times; the email went out."))
         elif status == RequestStatus.canceled:
-            _close(session, request, status, decided, requester, Action.REQUEST_CANCELED)
+            _close(session, history, request, status, decided, requester, Action.REQUEST_CANCELED)
         else:
-            _close(session, request, status, request.pending_until, None, Action.REQUEST_EXPIRED)  # type: ignore[arg-type]
+            _close(session, history, request, status, request.pending_until, None, Action.REQUEST_EXPIRED)  # type: ignore[arg-type]
 
 
 def _seed_team_access(
-    session: Session, rng: random.Random, now: datetime, users: dict[str, User], resources: dict[str, Resource]
+    session: Session, history: _History, rng: random.Random, now: datetime, users: dict[str, User],
+    resources: dict[str, Resource],
 ) -> None:
     """TEAM_ACCESS as approved requests whose grants are still on, each with its audit trail."""
     approver_names = {name: names for name, _k, _d, names, *_ in RESOURCES}
@@ -258,28 +291,29 @@ def _seed_team_access(
             )
             session.add(request)
             session.flush()
-            record_event(session, actor=member.email, actor_id=member.id, action=Action.REQUEST_SUBMITTED,
-                         subject=f"request:{request.id}", details={"resource": resource.name, "reason": request.reason})
-            _approve(session, request, resource, approvers, created + timedelta(minutes=rng.randint(5, 240)),
+            history.add(actor=member.email, actor_id=member.id, action=Action.REQUEST_SUBMITTED,
+                         subject=f"request:{request.id}", details={"resource": resource.name, "reason": request.reason},
+                         at=created)
+            _approve(session, history, request, resource, approvers, created + timedelta(minutes=rng.randint(5, 240)),
                      duration, now, RequestStatus.approved)
 
 
-def _approve(session: Session, request: AccessRequest, resource: Resource, approvers: list[User],
+def _approve(session: Session, history: _History, request: AccessRequest, resource: Resource, approvers: list[User],
              decided: datetime, duration: int | None, now: datetime, status: str) -> None:
     deciders = approvers[: resource.approvals_required]
     for approver in deciders:
         session.add(Approval(request_id=request.id, approver_id=approver.id, decision=Decision.approve,
                              comment="", created_at=decided))
     last = deciders[-1] if deciders else None
-    _close(session, request, RequestStatus.approved, decided, last,
+    _close(session, history, request, RequestStatus.approved, decided, last,
            Action.REQUEST_AUTO_APPROVED if resource.auto_approve else Action.REQUEST_APPROVED)
     expires = decided + timedelta(seconds=duration) if duration else None
     grant = Grant(request_id=request.id, user_id=request.requester_id, resource_id=resource.id,
                   granted_at=decided, expires_at=expires, granted_by_workflow=request.workflow_id)
     session.add(grant)
     session.flush()
-    record_event(session, actor="workflow", action=Action.GRANT_CREATED, subject=f"grant:{grant.id}",
-                 details={"request": request.id, "expires_at": expires.isoformat() if expires else None})
+    history.add(actor="workflow", action=Action.GRANT_CREATED, subject=f"grant:{grant.id}",
+                 details={"request": request.id, "expires_at": expires.isoformat() if expires else None}, at=decided)
     ended = None
     if status == RequestStatus.revoked:
         ended = decided + timedelta(hours=2)
@@ -290,8 +324,9 @@ def _approve(session: Session, request: AccessRequest, resource: Resource, appro
         grant.revoked_by_workflow = request.workflow_id
         request.status = RequestStatus.revoked
         request.updated_at = ended
-        record_event(session, actor="workflow", action=Action.GRANT_REVOKED, subject=f"grant:{grant.id}",
-                     details={"request": request.id, "early": status == RequestStatus.revoked})
+        history.add(actor="workflow", action=Action.GRANT_REVOKED, subject=f"grant:{grant.id}",
+                     details={"request": request.id, "early": status == RequestStatus.revoked,
+                              "reason": "revoked early" if status == RequestStatus.revoked else "expired"}, at=ended)
 
 
 # Agents that work with no set-up, so fulfilment is at work after `make run`: a person carries
@@ -301,7 +336,8 @@ MANUAL_TARGETS = {"payroll": "Payroll admin console: HR role", "netsuite": "NetS
 WEBHOOK_TARGETS = {"salesforce": "Sales Cloud users"}
 
 
-def _seed_agents(session: Session, now: datetime, resources: dict[str, Resource], base_url: str) -> None:
+def _seed_agents(session: Session, history: _History, now: datetime, resources: dict[str, Resource],
+                 base_url: str) -> None:
     created = now - timedelta(days=100)
     desk = Agent(name="finance-service-desk", kind="manual", settings={}, created_at=created)
     hook = Agent(name="demo-webhook", kind="webhook", created_at=created,
@@ -311,19 +347,19 @@ def _seed_agents(session: Session, now: datetime, resources: dict[str, Resource]
     for agent, targets in ((desk, MANUAL_TARGETS), (hook, WEBHOOK_TARGETS)):
         for name, target in targets.items():
             resources[name].agent_id, resources[name].target = agent.id, target
-        record_event(session, actor="seed", action=Action.AGENT_CREATED, subject=f"agent:{agent.id}",
-                     details={"name": agent.name, "kind": agent.kind, "resources": sorted(targets)})
+        history.add(actor="seed", action=Action.AGENT_CREATED, subject=f"agent:{agent.id}",
+                     details={"name": agent.name, "kind": agent.kind, "resources": sorted(targets)}, at=created)
 
 
-def _close(session: Session, request: AccessRequest, status: str, at: datetime,
+def _close(session: Session, history: _History, request: AccessRequest, status: str, at: datetime,
            decider: User | None, action: Action) -> None:
     request.status = status
     request.decided_at = at
     request.updated_at = at
     request.decided_by_id = decider.id if decider else None
-    record_event(session, actor=decider.email if decider else "workflow",
+    history.add(actor=decider.email if decider else "workflow",
                  actor_id=decider.id if decider else None, action=action,
-                 subject=f"request:{request.id}", details={"status": status})
+                 subject=f"request:{request.id}", details={"status": status}, at=at)
 
 
 REASONS = [

@@ -17,6 +17,7 @@ from webapp.core.forms import FormModel, parse_form, safe_next
 from webapp.core.models import utcnow
 from webapp.services.access import DecisionOutcome, request_view
 from webapp.services.request_table import request_url
+from webapp.services.timeline import story
 from webapp.web.database import in_session
 from webapp.web.flash import redirect_with
 from webapp.web.parsing import path_id
@@ -45,7 +46,8 @@ async def request_page(request: Request) -> Response:
                 "tasks": [{"id": t.task.id, "action": t.task.action, "status": t.task.status,
                            "url": f"/tasks/{t.task.id}"} for t in view.tasks]},
         })
-    return render(request, "request_detail.html", {"view": view, "now": utcnow()}, block="request_detail")
+    return render(request, "request_detail.html", {"view": view, "now": utcnow(), "story": story(view.history)},
+                  block="request_detail")
 
 
 DecisionKind = Literal["approve", "reject", "cancel"]
