@@ -143,5 +143,9 @@ def test_the_page_shows_steps_and_offers_only_what_is_allowed(clients, database:
     assert f'href="/requests/{request_id}"' in html and "record_request" in html
     assert "?confirm=cancel" in html and "?confirm=resume" not in html
     assert "cancel it before forking" in html and "Fork from here" not in html
+    path = f"/ops/workflows/{quote(workflow_id, safe='')}?confirm=fork"
+    assert "runs every step again" in admin.get(f"{path}&step=1").text, "no 'steps 1 to 0'"
+    assert "reuses the recorded result of step 1, and runs step 2 onwards" in admin.get(f"{path}&step=2").text
+    assert "reuses the recorded results of steps 1 to 3, and runs step 4 onwards" in admin.get(f"{path}&step=4").text
     listing = admin.get("/ops/workflows?name=access_request_workflow").text
     assert f'href="/ops/workflows/{quote(workflow_id, safe="")}"' in listing

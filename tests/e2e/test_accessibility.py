@@ -221,6 +221,7 @@ def test_every_page_passes_axe_with_a_clean_console(serve, open_page, database: 
     admin.page.locator(".batch-progress").wait_for()
     audit.check(admin, "a load batch's progress, swapped by htmx")
     admin.goto(f"/requests/{granted}")
+    admin.page.get_by_text("Revoke access…").click()  # the confirmation opens
     assert admin.page.get_by_role("button", name="Revoke access now").is_visible()
     audit.check(admin, "granted request with the revoke form")
 

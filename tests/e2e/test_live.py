@@ -103,6 +103,7 @@ def test_my_access_follows_a_revoke_made_by_an_admin(server: LiveServer, open_pa
     expect(member.page.locator("#my-access")).to_contain_text("staging-db")
 
     admin = signed_in(server, open_page, "admin@example.com", f"/requests/{request_id}")
+    admin.page.get_by_text("Revoke access…").click()  # the confirmation opens
     admin.page.get_by_label("Why revoke now?").fill("Project finished")
     admin.page.get_by_role("button", name="Revoke").click()
     expect(member.page.locator("#my-access")).to_contain_text("You hold no access right now", timeout=LIVE_MS)
