@@ -205,7 +205,9 @@ def test_a_token_reaches_only_what_its_scopes_allow(client: TestClient, database
             assert client.get(path, headers=headers).status_code in (200, 404), template  # 404: a sample id with no row
 
 
-@pytest.mark.parametrize("headers", [{"HX-Request": "true"}, {"Accept": "application/json"}])
+# An EventSource signed out (its session ended) gets a 401 and stops, instead of a login page it cannot read.
+@pytest.mark.parametrize("headers", [{"HX-Request": "true"}, {"Accept": "application/json"},
+                                     {"Accept": "text/event-stream"}])
 def test_signed_out_fragments_and_api_calls_get_401(client: TestClient, sample_ids, headers) -> None:  # type: ignore[no-untyped-def]
     for (method, template), access in ROUTES.items():
         if access is Access.public:

@@ -41,6 +41,11 @@ def wants_fragment(request: Request) -> bool:
     return (is_htmx(request) and not whole_page) or bool(request.query_params.get("fragment"))
 
 
+def wants_stream(request: Request) -> bool:
+    """An EventSource (server-sent events) asking."""
+    return "text/event-stream" in request.headers.get("accept", "")
+
+
 def wants_json(request: Request) -> bool:
     accept = request.headers.get("accept", "")
     return "application/json" in accept and "text/html" not in accept

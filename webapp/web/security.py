@@ -19,7 +19,7 @@ from urllib.parse import quote
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from webapp.core.models import TokenScope, utcnow
@@ -29,7 +29,7 @@ from webapp.services.audit import acting_through
 from webapp.services.request_table import count_waiting
 from webapp.web.csrf import SESSION_COOKIE, check_origin, check_token, cookie_name
 from webapp.web.errors import error_response
-from webapp.web.rendering import is_htmx, wants_fragment, wants_json
+from webapp.web.rendering import is_htmx, wants_fragment, wants_json, wants_stream
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -127,7 +127,7 @@ async def _authenticate(request: Request) -> identity.Principal | None:
         return None
 
     whole_page = (request.method == "GET" and not wants_fragment(request) and not wants_json(request)
-                  and "text/event-stream" not in request.headers.get("accept", ""))
+                  and not wants_stream(request))
 
     def by_session() -> identity.Principal | None:
         with request.app.state.db.session() as session:
@@ -143,6 +143,8 @@ async def _authenticate(request: Request) -> identity.Principal | None:
 def _sign_in_required(request: Request) -> Response:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     login = f"/login?next={quote(target, safe='')}"
+    if wants_stream(request):  # an EventSource given a 401 stops, instead of reconnecting to a login page
+        return PlainTextResponse("Sign in to continue.", 401)
     if wants_json(request) or wants_fragment(request):
         headers = {"HX-Redirect": login} if is_htmx(request) else {"WWW-Authenticate": 'Bearer realm="gatehouse"'}
         return error_response(request, 401, "Sign in to continue.", headers)
