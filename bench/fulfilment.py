@@ -222,6 +222,7 @@ def main() -> int:
             bare = measure_bare(arranged, directory, pg_group, tag)
             app = ServedApp(url, "bench-fulfilment", workdir, extra={
                 "GATEHOUSE_AGENT_BENCH_LDAP": directory.password, "QUEUE_POLLING_INTERVAL": "0.05",
+                "AGENT_QUEUE_POLLING_INTERVAL": "0.05",
                 "SUBMIT_RATE_LIMIT": "100000", "AGENT_ALLOWED_HOSTS": "127.0.0.1"})
             try:
                 timed = measure_app(app, arranged, directory, pg_group, tag)

@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     agent_retry_first_seconds: float = Field(default=1.0, gt=0)
     agent_retry_max_seconds: float = Field(default=60.0, gt=0)
     agent_backoff_rate: float = Field(default=2.0, ge=1)
+    # How often each agent's queue looks for work: the wait between an approval and the change
+    # in the target is mostly this (one cheap query per agent per look, per process).
+    agent_queue_polling_interval: float = Field(default=0.1, gt=0)
     task_remind_seconds: float = Field(default=24 * 3600.0, gt=0)
 
     # Bulk import.

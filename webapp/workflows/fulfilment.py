@@ -69,7 +69,7 @@ def configure(settings: Settings) -> None:
     """Take the retry and reminder pauses from the settings (at each start, before launch)."""
     _policy.update(first=settings.agent_retry_first_seconds, most=settings.agent_retry_max_seconds,
                    rate=settings.agent_backoff_rate, remind=settings.task_remind_seconds,
-                   polling=settings.queue_polling_interval)
+                   polling=settings.agent_queue_polling_interval)
 
 
 def message_event(message_id: str) -> str:
