@@ -135,8 +135,7 @@ def test_a_dead_executors_work_finishes_on_the_live_one(pg_settings: Settings, d
         third_workflow = _workflow_of(database, third.json()["id"])
         assert a.http.post("/ops/executors/proc-b/adopt", headers=api(admin_token)).status_code == 409
         assert b.proc is not None
-        b.proc.send_signal(signal.SIGSTOP)
-        paused_at = time.monotonic()
+        paused_at = pause_outside_a_transaction(b, pg_settings)
         wait_for(lambda: any(e["executor_id"] == "proc-b" and e["state"] == "gone" for e in a.http.get(
             "/ops/executors", headers=api(admin_token)).json()["executors"]), what="B shown gone", timeout=10)
         manual = a.http.post("/ops/executors/proc-b/adopt", headers=api(admin_token))
@@ -163,6 +162,38 @@ def test_a_dead_executors_work_finishes_on_the_live_one(pg_settings: Settings, d
     log_text = (tmp_path / "b.log").read_text()
     assert "was adopted by proc-a after missing its lease" in log_text
     assert "Traceback" not in (tmp_path / "a.log").read_text()
+
+
+def open_transactions(settings: Settings, older_than: float) -> int:
+    """Sessions on the test's databases inside a transaction begun more than `older_than` s ago."""
+    names = [sa.engine.make_url(url).database for url in (settings.database_url, settings.system_database_url)]
+    engine = sa.create_engine(sa.engine.make_url(settings.database_url).set(database="postgres"))
+    try:
+        with engine.connect() as conn:
+            return int(conn.scalar(sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = ANY(:names) AND xact_start IS NOT NULL "
+                "AND xact_start < now() - make_interval(secs => :secs) AND pid <> pg_backend_pid()"),
+                {"names": names, "secs": older_than}) or 0)
+    finally:
+        engine.dispose()
+
+
+def pause_outside_a_transaction(process: AppProcess, settings: Settings) -> float:
+    """SIGSTOP the process, at a moment it holds no transaction open; when it was paused.
+
+    A process frozen inside a transaction keeps its row locks, and adopting its workflows
+    waits for them until it is killed: an operator stops (kills) a stuck process before
+    adopting its work. Here the pause is retried until it lands between transactions."""
+    assert process.proc is not None
+    for _ in range(20):
+        process.proc.send_signal(signal.SIGSTOP)
+        paused_at = time.monotonic()
+        time.sleep(0.5)
+        if open_transactions(settings, older_than=0.4) == 0:
+            return paused_at
+        process.proc.send_signal(signal.SIGCONT)
+        time.sleep(0.3)
+    raise AssertionError("the process was inside a transaction at every pause")
 
 
 def _request_of(database: Database, workflow_id: str) -> int | None:
