@@ -120,6 +120,7 @@
   }
 
   function start() {
+    document.documentElement.setAttribute("data-js", "ready");  /* what needs this script shows now */
     rememberTimeZone();
     filterResources();
     watchToasts();

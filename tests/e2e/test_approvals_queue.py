@@ -57,6 +57,7 @@ def test_the_queue_fills_live_and_is_decided_by_keyboard(server: LiveServer, ope
     expect(approver.page.locator("#shortcut-help")).to_contain_text("j and k move between requests")
 
     # Keyboard only: j to the first request, a approves it; the page comes back with the message focused.
+    expect(approver.page.locator("#shortcut-help")).to_be_visible()  # shown once the shortcuts work
     approver.page.keyboard.press("j")
     expect(rows.first).to_be_focused()
     approver.page.keyboard.press("a")
@@ -68,6 +69,7 @@ def test_the_queue_fills_live_and_is_decided_by_keyboard(server: LiveServer, ope
     expect(count).to_have_text("1 waiting")
 
     # r goes to the reason of the (now first) request; Enter rejects it with that reason.
+    expect(approver.page.locator("#shortcut-help")).to_be_visible()  # this page's shortcuts are ready
     approver.page.keyboard.press("j")
     approver.page.keyboard.press("r")
     expect(approver.page.get_by_label(f"Reason for rejecting request #{second}")).to_be_focused()
