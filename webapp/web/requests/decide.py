@@ -7,7 +7,6 @@ webapp.web.errors.
 
 from __future__ import annotations
 
-from typing import Literal
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
@@ -15,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 
 from webapp.core.forms import FormModel, parse_form, safe_next
 from webapp.core.models import utcnow
-from webapp.services.access import DecisionOutcome, request_view
+from webapp.services.access import DecisionKind, DecisionOutcome, request_view
 from webapp.services.request_table import request_url
 from webapp.services.timeline import story
 from webapp.web.database import in_session
@@ -48,9 +47,6 @@ async def request_page(request: Request) -> Response:
         })
     return render(request, "request_detail.html", {"view": view, "now": utcnow(), "story": story(view.history)},
                   block="request_detail")
-
-
-DecisionKind = Literal["approve", "reject", "cancel"]
 
 
 def decided_text(kind: DecisionKind, request_id: int, outcome: DecisionOutcome) -> str:
