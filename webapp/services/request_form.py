@@ -1,9 +1,7 @@
-"""Where the request form starts, and what it says about the chosen resource.
-
-The form opens empty, with a resource chosen (a suggestion's link), as an extension of a
-grant the person holds (My access: "Extend"), or as a copy of an earlier request (My
-requests: "Request again"). Next to the chosen resource it says whether the person already
-has it pending (with a link to that request) or holds it (with a link to extend it).
+"""Where the request form starts: empty, with a resource chosen (a suggestion's link), as an
+extension of a grant the person holds (My access: "Extend"), or as a copy of an earlier request
+(My requests: "Request again"). What the person has of each resource, the picker says
+(webapp.services.resource_picker).
 """
 
 from __future__ import annotations
@@ -12,12 +10,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from webapp.core.durations import DURATIONS, duration_key
-from webapp.core.models import AccessRequest, Grant, RequestStatus, Resource
-from webapp.services.extensions import extendable, held_grant
+from webapp.core.models import AccessRequest, Grant, Resource
+from webapp.services.extensions import extendable
 
 
 @dataclass(frozen=True)
@@ -28,19 +25,6 @@ class Extending:
     resource_id: int
     resource: str
     expires_at: datetime
-
-
-@dataclass(frozen=True)
-class Standing:
-    """What the person already has of the chosen resource."""
-
-    pending_id: int | None = None  # their request that waits for a decision
-    held_grant_id: int | None = None  # their grant in force
-    held_until: datetime | None = None  # its end (None with a grant: permanent)
-
-    @property
-    def extendable(self) -> bool:
-        return self.held_grant_id is not None and self.held_until is not None
 
 
 @dataclass(frozen=True)
@@ -65,13 +49,3 @@ def prefill(session: Session, user_id: int, *, resource_id: int | None = None, e
             key = duration_key(earlier.duration_seconds) if earlier.duration_seconds in DURATIONS.values() else "8h"
             return Prefill({"resource_id": earlier.resource_id, "duration": key, "reason": earlier.reason})
     return Prefill({"resource_id": resource_id or "", "duration": "8h"})
-
-
-def standing(session: Session, user_id: int, resource_id: int | None) -> Standing:
-    if resource_id is None:
-        return Standing()
-    pending = session.scalar(sa.select(AccessRequest.id).where(
-        AccessRequest.requester_id == user_id, AccessRequest.resource_id == resource_id,
-        AccessRequest.status == RequestStatus.requested))
-    held = held_grant(session, user_id, resource_id)
-    return Standing(pending, held.id if held else None, held.expires_at if held else None)

@@ -17,10 +17,10 @@ from webapp.core.durations import DURATIONS, LABELS
 from webapp.core.forms import FormInvalid, parse_form, plain_int
 from webapp.core.models import Resource, utcnow
 from webapp.core.ratelimit import SlidingWindowLimiter
-from webapp.services.access import AccessError, requestable_resources
-from webapp.services.request_form import Extending, Standing, prefill, standing
+from webapp.services.access import AccessError
+from webapp.services.request_form import Extending, prefill
 from webapp.services.request_table import request_url
-from webapp.services.resource_picker import resource_cards
+from webapp.services.resource_picker import ResourceCard, resource_cards
 from webapp.services.suggestions import Suggestion, suggestions_for
 from webapp.web.database import in_session
 from webapp.web.errors import error_response
@@ -62,35 +62,33 @@ async def _form_response(request: Request, *, values: dict[str, Any], errors: di
     if wants_json(request) and status_code >= 400:
         return error_response(request, status_code, error or "Check your input", headers, fields=errors or {})
     principal = current_principal(request)
-    chosen = plain_int(str(values.get("resource_id") or ""), max_digits=9)
     extend = plain_int(str(values.get("extends_grant_id") or ""), max_digits=9)
 
     def load(session: Session) -> dict[str, Any]:
-        return {"resources": requestable_resources(session), "suggestions": suggestions_for(session, principal.id,
-                                                                                            now=utcnow()),
-                "standing": standing(session, principal.id, chosen),
+        return {"suggestions": suggestions_for(session, principal.id, now=utcnow()),
                 "cards": resource_cards(session, principal.id, q=q),
                 "extending": prefill(session, principal.id, extend=extend).extending if extend else None}
 
     loaded = await in_session(request, load)
-    context = request_form_context(loaded["resources"], values=values, errors=errors, error=error,
-                                   suggestions=loaded["suggestions"], standing=loaded["standing"],
-                                   extending=loaded["extending"])
-    context.update(cards=loaded["cards"], q=q)  # the picker: only on this page, not the dashboard's form
+    # This page shows the picker (each resource's details and what the person has of it), not the list.
+    context = request_form_context([], values=values, errors=errors, error=error, suggestions=loaded["suggestions"],
+                                   extending=loaded["extending"], cards=loaded["cards"], q=q)
     return render(request, "request_new.html", context, block="request_form", status_code=status_code,
                   headers=headers)
 
 
 def request_form_context(resources: list[Resource], *, values: dict[str, Any], errors: dict[str, str] | None = None,
                          error: str | None = None, suggestions: list[Suggestion] | None = None,
-                         standing: Standing | None = None, extending: Extending | None = None) -> dict[str, Any]:
+                         extending: Extending | None = None, cards: list[ResourceCard] | None = None,
+                         q: str = "") -> dict[str, Any]:
     """What templates/_request_form.html needs, wherever the form is shown; `suggestions`
-    (webapp.services.suggestions) are links that preselect a resource; `standing`, what the
-    person has of the chosen one; `extending`, the grant an extension form extends."""
+    (webapp.services.suggestions) are links that preselect a resource; `extending`, the grant
+    an extension form extends. With `cards` (and their search `q`) the form shows the picker
+    instead of the compact list of `resources` (the dashboard's)."""
     values = {**values, "form_key": values.get("form_key") or uuid.uuid4().hex}
     durations = [(k, LABELS[k]) for k in DURATIONS if not (extending and DURATIONS[k] is None)]
     return {"resources": resources, "durations": durations, "values": values, "errors": errors or {}, "error": error,
-            "suggestions": suggestions or [], "standing": standing or Standing(), "extending": extending}
+            "suggestions": suggestions or [], "extending": extending, "cards": cards, "q": q}
 
 
 async def submit_request(request: Request) -> Response:
