@@ -31,9 +31,12 @@ class ResourceCard:
     max_duration_seconds: int | None
     typical_decision_seconds: float | None  # None: no decision in the window
     pending_id: int | None  # the person's request for it that waits
-    held_until: datetime | None  # the end of the grant the person holds (see `held`)
-    held: bool = False
+    held_until: datetime | None  # the end of the grant the person holds (None: permanent, or none held)
     held_grant_id: int | None = None  # that grant: the one an extension would extend
+
+    @property
+    def held(self) -> bool:
+        return self.held_grant_id is not None
 
     @property
     def taken(self) -> bool:
@@ -85,6 +88,6 @@ def resource_cards(session: Session, user_id: int, *, q: str = "") -> list[Resou
         id=r.id, name=r.name, kind=r.kind, description=r.description, approvers=approvers.get(r.id, []),  # type: ignore[arg-type]
         auto_approve=r.auto_approve, max_duration_seconds=r.max_duration_seconds,
         typical_decision_seconds=float(typical[r.id]) if typical.get(r.id) is not None else None,
-        pending_id=pending.get(r.id), held_until=held[r.id][1] if r.id in held else None, held=r.id in held,
+        pending_id=pending.get(r.id), held_until=held[r.id][1] if r.id in held else None,
         held_grant_id=held[r.id][0] if r.id in held else None,
     ) for r in resources]
