@@ -126,6 +126,8 @@ def test_every_page_passes_axe_with_a_clean_console(serve, open_page, database: 
     audit.check(member, "my access")
     member.goto("/tasks")
     audit.check(member, "my tasks (none to do)")
+    member.goto("/account")
+    audit.check(member, "my settings (time zone)")
     member.goto("/account/tokens")
     audit.check(member, "my API tokens, with the form to issue one")
     member.goto("/requests")
