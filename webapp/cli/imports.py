@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import os
 import shutil
 import sys
 import time
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from webapp import workflows
+from webapp.cli.leaving import leave
 from webapp.config import Settings
 from webapp.core.db import Database
 from webapp.core.errors import Refusal
@@ -238,10 +237,7 @@ def run_command(settings: Settings, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\nstopped; run the same command again to finish the import", file=sys.stderr)
         status = 130
-    # Like `serve`: DBOS executor threads may still wait; the import's state is durable.
-    sys.stdout.flush()
-    logging.shutdown()
-    os._exit(status)
+    leave(status)
 
 
 def positive_seconds(text: str) -> float:

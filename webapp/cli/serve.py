@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import logging
 import os
 import socket
 import sys
 from pathlib import Path
 from typing import IO
 
+from webapp.cli.leaving import leave
 from webapp.config import Settings
 from webapp.core.logging_setup import configure_logging
 
@@ -92,11 +92,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     # A worker of `serve` with WORKERS > 1 listens on the socket its supervisor bound.
     sockets = [socket.socket(fileno=args.fd)] if args.fd is not None else None
     uvicorn.Server(config).run(sockets=sockets)
-    # Workflows waiting in DBOS.recv (a grant's end, a pending decision) sit in executor
-    # threads that DBOS.destroy() does not wake; the interpreter would wait for them at exit.
-    # Their state is durable and this executor recovers them at its next start, so leave now.
-    logging.shutdown()
-    os._exit(0)
+    leave(0)
 
 
 def add_command(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

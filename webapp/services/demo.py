@@ -3,7 +3,8 @@ history of requests and grants, so a fresh `make run` has something to look at.
 
 Deterministic: the same data every time (apart from times, which are relative to now).
 History is written as finished records with their audit trail; nothing is left pending,
-because pending requests belong to live workflows.
+because pending requests belong to live workflows: seed-demo starts those afterwards
+(webapp.workflows.demo).
 """
 
 from __future__ import annotations
