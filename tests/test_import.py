@@ -156,7 +156,7 @@ def test_malformed_records_are_logged_and_skipped(admin: TestClient, api: Random
     view = progress(admin, started["id"])
     assert view["invalid"] == 20 and view["chunks"]["done"] == 4
     page = admin.get(f"/admin/import/{started['id']}")
-    assert "not-an-email" in page.text and "Latest bad records" in page.text
+    assert "not-an-email" in page.text and "Records set aside (the latest)" in page.text
 
 
 def test_a_flaky_source_is_retried(admin: TestClient, api: RandomUserServer, database: Database) -> None:
@@ -182,7 +182,7 @@ def test_a_dead_source_fails_chunks_that_can_be_retried_alone(
     view = progress(admin, job_id)
     assert [c["number"] for c in view["failed_chunks"]] == [2, 3]
     assert view["failed_chunks"][0]["error"] == "page 2 could not be fetched: HTTP 503 (after 3 tries)"
-    assert admin.get(f"/admin/import/{job_id}").text.count("Retry chunk") == 2
+    assert admin.get(f"/admin/import/{job_id}").text.count("Retry batch") == 2
 
     api.heal()
     one = post_form(admin, f"/admin/import/{job_id}/retry", {"chunk": "3"}, headers=JSON)

@@ -32,8 +32,8 @@ def test_an_admin_follows_an_import_live(serve, open_page: OpenPage, people: dic
 
     page = admin.page
     page.get_by_label("Source").fill("people-200.json")
-    page.get_by_label("People").fill("200")
-    page.get_by_label("Chunk size").fill("20")
+    page.get_by_label("How many people").fill("200")
+    page.get_by_label("Batch size").fill("20")
     page.get_by_role("button", name="Start import").click()
     page.wait_for_url("**/admin/import/*")
     page.evaluate("window.stillTheSamePage = true")  # gone if anything reloads the page

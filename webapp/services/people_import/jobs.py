@@ -45,7 +45,7 @@ def job_spec(*, source_text: str, count: int, seed: str, chunk_size: int, nat: s
         count = min(count, available)
     page_size = page_size_for(count, chunk_size, preferred_page_size)
     if chunk_count(count, chunk_size, page_size) > MAX_CHUNKS:
-        raise ImportRefused(f"That makes more than {MAX_CHUNKS:,} chunks; choose bigger chunks.", 422, "chunk_size")
+        raise ImportRefused(f"That makes more than {MAX_CHUNKS:,} batches; choose a bigger batch size.", 422, "chunk_size")
     return JobSpec(source=source.location, source_kind=source.kind, count=count, seed=seed, nat=nat,
                    chunk_size=chunk_size, page_size=page_size, create_users=create_users)
 
@@ -173,5 +173,5 @@ def check_new_run(session: Session, job_id: int, *, mode: str, chunk: int | None
     else:
         query = query.where(ImportChunk.status != ChunkStatus.done)
     if not session.scalar(query):
-        raise ImportRefused("No failed chunks to retry." if mode == "retry" else "Nothing left to resume.")
+        raise ImportRefused("No failed batches to retry." if mode == "retry" else "Nothing left to resume.")
     return job.run + 1
