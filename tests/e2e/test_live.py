@@ -7,9 +7,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+import sqlalchemy as sa
 from playwright.sync_api import expect
 
 from support.browser import LiveServer, Watched, send_request, sign_in
+from webapp.core.db import Database
+from webapp.core.models import Resource
 
 OpenPage = Callable[..., Watched]
 REASON = "Checking the nightly backups of the staging database."
@@ -91,8 +94,10 @@ def test_waiting_for_my_approval_and_my_requests_follow_along(server: LiveServer
     approver.assert_clean()
 
 
-def test_my_access_follows_a_revoke_made_by_an_admin(server: LiveServer, open_page: OpenPage) -> None:
-    """Issue 15, item 2: the toast said the access ended while My access still showed it."""
+def test_my_access_and_the_resource_access_follow_a_revoke_made_by_an_admin(
+        server: LiveServer, open_page: OpenPage, database: Database) -> None:
+    """Issue 15, item 2: the toast said the access ended while My access still showed it. The
+    resource's "who has access now" page, open in another admin's window, follows too."""
     member = signed_in(server, open_page, "member@example.com", "/")
     request_id = send_request(member, "staging-db", REASON)
     approver = signed_in(server, open_page, "approver@example.com", f"/requests/{request_id}")
@@ -101,11 +106,19 @@ def test_my_access_follows_a_revoke_made_by_an_admin(server: LiveServer, open_pa
     member.goto("/my/access")
     mark(member)
     expect(member.page.locator("#my-access")).to_contain_text("staging-db")
+    with database.session() as session:
+        resource_id = session.scalar(sa.select(Resource.id).where(Resource.name == "staging-db"))
+    watcher = signed_in(server, open_page, "admin@example.com", f"/admin/resources/{resource_id}/access")
+    mark(watcher)
+    holder = watcher.page.locator("#access-at-table tbody tr", has_text="Mo Member")
+    expect(holder).to_contain_text("still active")
 
     admin = signed_in(server, open_page, "admin@example.com", f"/requests/{request_id}")
     admin.page.get_by_text("Revoke access…").click()  # the confirmation opens
     admin.page.get_by_label("Why revoke now?").fill("Project finished")
     admin.page.get_by_role("button", name="Revoke").click()
     expect(member.page.locator("#my-access")).to_contain_text("You hold no access right now", timeout=LIVE_MS)
-    assert not_reloaded(member)
+    expect(watcher.page.locator("#access-at-table")).to_contain_text("Nobody had access", timeout=LIVE_MS)
+    assert not_reloaded(member) and not_reloaded(watcher)
     member.assert_clean()
+    watcher.assert_clean()

@@ -202,7 +202,7 @@ async def resource_access_page(request: Request) -> Response:
                                  "holders": [{**asdict(h), "request_url": request_url(h.request_id) if h.request_id
                                               else None} for h in answer.holders]})
     context = {"resource": resource, "answer": answer, "access_at": shown, "access_errors": {}, "error": None,
-               "link": f"/admin/resources/{resource_id}/access?{urlencode({'at': shown})}"}
+               "live": query.at is None, "link": f"/admin/resources/{resource_id}/access?{urlencode({'at': shown})}"}
     return render(request, "admin_resource_access.html", context, block="resource_access")
 
 
