@@ -74,5 +74,7 @@ def when(moment: datetime | None, where: ZoneInfo, *, style: str = "relative", e
     else:
         ago = relative(moment, now or utcnow())
         shown = f"{exact(moment, where)} ({ago})" if style == "both" else ago
-    return Markup('<time datetime="{}" title="{}">{}</time>').format(
-        moment.astimezone(UTC).isoformat(timespec="seconds"), precise, shown)
+    # class "ago": printed pages add the exact time after it (app.css), as paper has no hover.
+    return Markup('<time datetime="{}" title="{}"{}>{}</time>').format(
+        moment.astimezone(UTC).isoformat(timespec="seconds"), precise,
+        Markup(' class="ago"') if style == "relative" else "", shown)
