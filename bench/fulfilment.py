@@ -132,6 +132,7 @@ def measure_app(app: ServedApp, arranged: dict[str, Any], directory: Slapd, pg_g
         return {"Authorization": f"Bearer {tokens[who]}", "Accept": "application/json"}
 
     found: dict[str, list[float]] = {"ldap grant": [], "ldap end": [], "postgres grant": [], "postgres end": []}
+    arranged["approved"] = []  # (request id, epoch ms the approval was sent) for the breakdown
     for n, email in enumerate(arranged["people"]):
         dn = directory.person_dn(email).lower()
         login = f"gh_bench_{tag}_bench{n}"
@@ -142,6 +143,7 @@ def measure_app(app: ServedApp, arranged: dict[str, Any], directory: Slapd, pg_g
                 "reason": "Benchmark: time from approval to membership."})
             asked.raise_for_status()
             request_id = asked.json()["id"]
+            arranged["approved"].append((request_id, time.time() * 1000))
             found[f"{target} grant"].append(time_change(
                 lambda: http.post(f"/requests/{request_id}/approve", headers=auth("approver"), data={}), present))
             grant_id = http.get(f"/requests/{request_id}", headers=auth("admin")).json()["grant"]["id"]
@@ -194,6 +196,39 @@ def measure_drift(app: ServedApp, db: Database, directory: Slapd, count: int, ar
     return elapsed, answer.json()
 
 
+def breakdown(db: Database, approved: list[tuple[int, float]]) -> list[str]:
+    """Where an approval's time goes: for each approval, every workflow start, dequeue and step
+    of its request workflow (from the decision on), its grant's task workflow and the agent
+    attempts, as ms after the approval was sent (DBOS's own timestamps); medians, in order."""
+    offsets: dict[str, list[float]] = {}
+    with db.session() as session:
+        for request_id, sent in approved:
+            request_wf, grant_id = session.execute(sa.text(
+                "SELECT r.workflow_id, g.id FROM access_requests r JOIN grants g ON g.request_id = r.id "
+                "WHERE r.id = :id"), {"id": request_id}).one()
+            task_wf = f"grant-{grant_id}-add"
+            workflows = session.execute(sa.text(
+                "SELECT workflow_uuid, name, created_at, started_at_epoch_ms FROM dbos.workflow_status "
+                "WHERE workflow_uuid = :r OR workflow_uuid = :t OR workflow_uuid LIKE :a"),
+                {"r": request_wf, "t": task_wf, "a": f"{task_wf}-%"}).all()
+            for wf_id, name, created, started in workflows:
+                role = "request" if wf_id == request_wf else "task" if wf_id == task_wf else "attempt"
+                for label, at in ((f"{role} workflow created", created), (f"{role} workflow dequeued", started)):
+                    if at and at >= sent and role != "request":
+                        offsets.setdefault(label, []).append(at - sent)
+                steps = session.execute(sa.text(
+                    "SELECT function_id, function_name, started_at_epoch_ms, completed_at_epoch_ms "
+                    "FROM dbos.operation_outputs WHERE workflow_uuid = :w ORDER BY function_id"), {"w": wf_id}).all()
+                for _fid, function, began, ended in steps:
+                    if began is None or ended is None or ended < sent:
+                        continue
+                    short = function.rsplit(".", 1)[-1]
+                    offsets.setdefault(f"{role}: {short} started", []).append(max(0.0, began - sent))
+                    offsets.setdefault(f"{role}: {short} ended", []).append(ended - sent)
+    rows = sorted((statistics.median(v), len(v), k) for k, v in offsets.items() if len(v) >= len(approved) // 2)
+    return [f"  {median:7.1f} ms  {label} ({count})" for median, count, label in rows]
+
+
 def line(label: str, values: list[float], floor: list[float]) -> str:
     p50, p95, f50 = percentile(values, .5), percentile(values, .95), statistics.median(floor)
     return (f"{label:<16} p50 {p50 * 1000:7.1f} ms  p95 {p95 * 1000:7.1f} ms   bare p50 {f50 * 1000:6.1f} ms "
@@ -204,6 +239,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=40)
     parser.add_argument("--drift-members", type=int, default=10_000)
+    parser.add_argument("--breakdown", action="store_true", help="also print where an approval's time goes")
     args = parser.parse_args()
     tag = uuid.uuid4().hex[:6]
     name = f"gatehouse_bench_fulfil_{tag}"
@@ -235,6 +271,9 @@ def main() -> int:
             print(line(f"{target} end", timed[f"{target} end"], bare[f"{target} remove"]))
         print(f"drift check of {args.drift_members:,} LDAP members: {drift_seconds:.2f} s "
               f"(found {drift['found']}, errors {drift['errors']})")
+        if args.breakdown:
+            print("approval → membership, median ms after the approval was sent:")
+            print("\n".join(breakdown(db, arranged["approved"])))
         db.dispose()
     finally:
         for login in logins:

@@ -8,6 +8,8 @@ from datetime import timedelta
 import sqlalchemy as sa
 from starlette.testclient import TestClient
 
+from support.web import personal_token
+from webapp.app import create_app
 from webapp.core.db import Database
 from webapp.core.models import (
     AccessRequest,
@@ -20,8 +22,6 @@ from webapp.core.models import (
     User,
     utcnow,
 )
-from support.web import personal_token
-from webapp.app import create_app
 from webapp.core.passwords import verify_password
 from webapp.services.demo import DEMO_PASSWORD, database_has_users, email_for, seed_demo
 from webapp.workflows.demo import LIVE_REQUESTS, start_live_demo

@@ -70,6 +70,7 @@ def configure(settings: Settings) -> None:
     _policy.update(first=settings.agent_retry_first_seconds, most=settings.agent_retry_max_seconds,
                    rate=settings.agent_backoff_rate, remind=settings.task_remind_seconds,
                    polling=settings.agent_queue_polling_interval)
+    _stored_queues.clear()  # a new launch may face another system database
 
 
 def message_event(message_id: str) -> str:
@@ -84,14 +85,24 @@ def partition_of(facts: TaskFacts) -> str:
     return f"{facts['email'].lower()}\n{facts['target']}"
 
 
+# The queue settings this process last stored, by agent id: a task whose agent's settings are
+# unchanged skips the upsert (two queries on every task otherwise).
+_stored_queues: dict[int, tuple[float, ...]] = {}
+
+
 @DBOS.step()
 def register_queue(agent_id: int, limits: dict[str, float]) -> None:
     """Store the agent's queue limits as the task starts, so an agent's queue exists and follows
-    its settings (the queue runners pick a new queue up within a second)."""
+    its settings (the queue runners pick a new queue up within a second). Still a step when
+    there is nothing to store, so the workflow's steps stay the same for recovery."""
+    wanted = (limits["concurrency"], limits["rate_limit"], limits["rate_period"], _policy["polling"])
+    if _stored_queues.get(agent_id) == wanted:
+        return
     DBOS.register_queue(queue_of(agent_id), worker_concurrency=int(limits["concurrency"]),
                         limiter={"limit": int(limits["rate_limit"]), "period": float(limits["rate_period"])},
                         partition_concurrency=1, polling_interval_sec=_policy["polling"],
                         on_conflict="always_update")
+    _stored_queues[agent_id] = wanted
 
 
 # Transactions --------------------------------------------------------------------------------
