@@ -276,7 +276,11 @@ def test_access_at_as_fragment_and_page(admin: TestClient, history: dict[str, An
     url = f"/admin/resources/{resource_id}/access?at=2025-03-01T10:30"
     fragment = admin.get(url, headers={"HX-Request": "true"})
     assert fragment.status_code == 200 and "<html" not in fragment.text
-    assert fragment.text.lstrip().startswith('<div class="table-scroll" tabindex="0"><table id="access-at-table">')
+    assert fragment.text.lstrip().startswith('<div id="access-answer"><div class="table-scroll" tabindex="0">'
+                                             '<table id="access-at-table">')
+    assert "live-follow" not in fragment.text  # an answer about a past moment stands
+    now = admin.get(f"/admin/resources/{resource_id}/access", headers={"HX-Request": "true"}).text
+    assert f'hx-get="/admin/resources/{resource_id}/access" hx-trigger="sse:audit"' in now  # "now" is asked again
     assert "4 people had access at" in fragment.text
     assert f'href="/requests/{history["requests"]["bob"]}"' in fragment.text
     assert "Arlo Approver, Bea Approver" in fragment.text and "automatically" in fragment.text
