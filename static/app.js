@@ -4,10 +4,22 @@
   "use strict";
 
   /* Times are rendered on the server in the viewer's zone: tell it the browser's
-     (a person's own setting, on /account, wins over this). */
+     (a person's own setting, on /account, wins over this). Asking Intl for the zone costs a
+     long task on a slow phone (~100 ms at Lighthouse's 4x slowdown), so a browser that has
+     the cookie asks again at most once an hour: often enough for someone who travels. */
+  var ZONE_CHECKED = "gh_tz_checked_at", ZONE_RECHECK_MS = 3600 * 1000;
+
+  function zoneCheckedRecently() {
+    if (document.cookie.indexOf("gh_tz=") < 0) return false;
+    try { return Date.now() - Number(localStorage.getItem(ZONE_CHECKED) || 0) < ZONE_RECHECK_MS; }
+    catch (e) { return false; }
+  }
+
   function rememberTimeZone() {
+    if (zoneCheckedRecently()) return;
     var zone;
     try { zone = Intl.DateTimeFormat().resolvedOptions().timeZone; } catch (e) { return; }
+    try { localStorage.setItem(ZONE_CHECKED, String(Date.now())); } catch (e) { /* private mode: ask each time */ }
     if (!zone || /[^A-Za-z0-9_+\-\/]/.test(zone)) return;
     var current = document.cookie.split("; ").filter(function (c) { return c.indexOf("gh_tz=") === 0; })[0];
     if (current !== "gh_tz=" + encodeURIComponent(zone)) {

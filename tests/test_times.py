@@ -57,8 +57,10 @@ def test_pages_show_times_in_the_setting_else_the_browser_zone_else_utc(
     request_id = submit(client, make_resource(database, people))
     path = f"/requests/{request_id}"
     assert zone_shown(client, path) == "UTC"
-    client.cookies.set(TZ_COOKIE, "America/New_York")  # what static/app.js says the browser uses
+    client.cookies.set(TZ_COOKIE, "America%2FNew_York")  # what static/app.js sends: percent-encoded
     assert zone_shown(client, path) == "EST"
+    client.cookies.set(TZ_COOKIE, "Asia/Tokyo")
+    assert zone_shown(client, path) == "JST"
     client.cookies.set(TZ_COOKIE, "Nowhere/Special")
     assert zone_shown(client, path) == "UTC", "an unknown zone is ignored"
 

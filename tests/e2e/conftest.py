@@ -73,17 +73,20 @@ def serve(settings: Settings) -> Iterator[Callable[[], LiveServer]]:
 
 @pytest.fixture
 def open_page(serve: Any, browser: Browser) -> Iterator[Callable[..., Watched]]:
-    """`open_page(server, javascript=True, viewport=None, color_scheme=None)`: a page in its own
-    context (its own cookies), `viewport` (width, height) wide, in the light or dark scheme.
+    """`open_page(server, javascript=True, viewport=None, color_scheme=None, time_zone=None)`: a
+    page in its own context (its own cookies), `viewport` (width, height) wide, in the light or
+    dark scheme, its clock in `time_zone` (an IANA name).
 
     Depends on `serve` so that the contexts close before the server stops."""
     contexts: list[BrowserContext] = []
 
     def open_(server: LiveServer, *, javascript: bool = True, viewport: tuple[int, int] | None = None,
-              color_scheme: str | None = None) -> Watched:
+              color_scheme: str | None = None, time_zone: str | None = None) -> Watched:
         size: dict[str, Any] = {"viewport": {"width": viewport[0], "height": viewport[1]}} if viewport else {}
         if color_scheme:
             size["color_scheme"] = color_scheme  # "dark": the theme that follows the system setting
+        if time_zone:
+            size["timezone_id"] = time_zone
         context = browser.new_context(java_script_enabled=javascript, **size)
         context.set_default_timeout(ACTION_TIMEOUT_MS)
         contexts.append(context)

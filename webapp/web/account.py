@@ -17,7 +17,7 @@ from webapp.web.database import in_session
 from webapp.web.flash import redirect_with
 from webapp.web.rendering import render, wants_json
 from webapp.web.security import Access, current_principal, guarded_route
-from webapp.web.times import TZ_COOKIE, exact, zone, zone_names
+from webapp.web.times import browser_zone_name, exact, zone, zone_names
 
 PAGE = "/account"
 
@@ -35,9 +35,9 @@ class SettingsForm(FormModel):
 
 def _page(request: Request, values: dict[str, str], errors: dict[str, str] | None = None,
           status_code: int = 200) -> Response:
-    browser = request.cookies.get(TZ_COOKIE, "")
+    browser = browser_zone_name(request.cookies)
     return render(request, "account.html", {
-        "values": values, "errors": errors or {}, "browser_zone": browser if browser in zone_names() else "",
+        "values": values, "errors": errors or {}, "browser_zone": browser,
         "zones": [("", "As my browser says (else UTC)")] + [(z, z) for z in sorted(zone_names())],
         "sample": exact(utcnow(), zone(values.get("time_zone") or browser)),
     }, status_code=status_code)

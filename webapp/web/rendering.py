@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from webapp.core.durations import describe, time_left
 from webapp.web.csrf import mask
 from webapp.web.flash import clear_flash, pending_flash
-from webapp.web.times import TZ_COOKIE, when, zone
+from webapp.web.times import browser_zone_name, when, zone
 
 ICONS = "/static/vendor/lucide-1.62.0/icons.svg"  # built by tools/make_icons.py
 
@@ -60,7 +60,7 @@ def request_context(request: Request) -> dict[str, Any]:
     principal = state.get("principal")
     return {"principal": principal, "csrf_token": state["csrf_masked"], "header_pending_count": state.get("pending_count"),
             "flash": pending_flash(request) if "app" in request.scope else None,
-            "viewer_tz": zone((principal.time_zone if principal else "") or request.cookies.get(TZ_COOKIE))}
+            "viewer_tz": zone((principal.time_zone if principal else "") or browser_zone_name(request.cookies))}
 
 
 @pass_context

@@ -7,8 +7,10 @@ cookie, set by static/app.js), else UTC. Every time is a `<time datetime>` that 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
+from urllib.parse import unquote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from markupsafe import Markup, escape
@@ -34,6 +36,12 @@ def zone(name: str | None) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         return ZoneInfo("UTC")
+
+
+def browser_zone_name(cookies: Mapping[str, str]) -> str:
+    """The zone the browser said (static/app.js percent-encodes it: "Asia%2FTokyo"), if known."""
+    name = unquote(cookies.get(TZ_COOKIE, ""))
+    return name if name in zone_names() else ""
 
 
 def relative(moment: datetime, now: datetime) -> str:
