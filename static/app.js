@@ -9,8 +9,12 @@
      the cookie asks again at most once an hour: often enough for someone who travels. */
   var ZONE_CHECKED = "gh_tz_checked_at", ZONE_RECHECK_MS = 3600 * 1000;
 
+  function zoneCookie() {  /* "gh_tz=Asia%2FTokyo", or undefined */
+    return document.cookie.split("; ").filter(function (c) { return c.indexOf("gh_tz=") === 0; })[0];
+  }
+
   function zoneCheckedRecently() {
-    if (document.cookie.indexOf("gh_tz=") < 0) return false;
+    if (!zoneCookie()) return false;
     try { return Date.now() - Number(localStorage.getItem(ZONE_CHECKED) || 0) < ZONE_RECHECK_MS; }
     catch (e) { return false; }
   }
@@ -21,8 +25,7 @@
     try { zone = Intl.DateTimeFormat().resolvedOptions().timeZone; } catch (e) { return; }
     try { localStorage.setItem(ZONE_CHECKED, String(Date.now())); } catch (e) { /* private mode: ask each time */ }
     if (!zone || /[^A-Za-z0-9_+\-\/]/.test(zone)) return;
-    var current = document.cookie.split("; ").filter(function (c) { return c.indexOf("gh_tz=") === 0; })[0];
-    if (current !== "gh_tz=" + encodeURIComponent(zone)) {
+    if (zoneCookie() !== "gh_tz=" + encodeURIComponent(zone)) {
       document.cookie = "gh_tz=" + encodeURIComponent(zone) + "; path=/; max-age=31536000; samesite=lax" +
         (location.protocol === "https:" ? "; secure" : "");
     }
