@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from urllib.parse import quote
 
 import pytest
@@ -15,7 +16,7 @@ from sqlmodel import SQLModel
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from support.web import concrete, csrf_token, personal_token, sign_in
+from support.web import TEST_SECRET, concrete, csrf_token, personal_token, sign_in
 from webapp.core.db import Database
 from webapp.core.models import (
     AccessRequest,
@@ -28,6 +29,7 @@ from webapp.core.models import (
     User,
     utcnow,
 )
+from webapp.services.decision_links import link_token
 
 MARKER = "<x-gh-probe>"
 # Every state-changing route and the fields its form reads. None: nothing to fuzz (it takes no input).
@@ -40,11 +42,13 @@ FORMS: dict[tuple[str, str], list[str] | None] = {
     ("POST", "/requests/{request_id:int}/reject"): ["comment"],
     ("POST", "/requests/{request_id:int}/cancel"): [],
     ("POST", "/approvals"): ["ids", "decision", "comment"],
+    ("POST", "/decide/{token}"): ["comment"],  # an emailed reject link for a decided request: parsed, then a 409
     ("POST", "/account"): ["time_zone"],
     ("POST", "/account/tokens"): ["name", "scopes", "days"],
     ("POST", "/account/tokens/{token_id:int}/revoke"): [],
     ("POST", "/grants/{grant_id:int}/revoke"): ["note"],
     ("POST", "/hooks/demo"): ["action", "person"],  # unsigned: refused before anything is read
+    ("POST", "/slack/actions"): ["payload"],  # the same (tests/test_slack_actions.py signs its own)
     ("POST", "/tasks/{task_id:int}/done"): ["note"],
     ("POST", "/tasks/{task_id:int}/cant"): ["note"],
     ("POST", "/tasks/{task_id:int}/retry"): [],
@@ -166,7 +170,8 @@ def admin_client(client: TestClient, people, database: Database) -> tuple[TestCl
         ids = {"task_id": task.id, "agent_id": agent.id, "user_id": people["member"].id, "token_id": token.id, "resource_id": resource.id,
                "request_id": request.id, "grant_id": grant.id, "job_id": job.id,
                "workflow_id": "fuzz-request",  # not a DBOS workflow: forms are parsed, then a 404
-               "schedule": "sweep", "executor_id": "gone-executor", "count": 100_000}
+               "schedule": "sweep", "executor_id": "gone-executor", "count": 100_000,
+               "token": link_token(TEST_SECRET, request.id, "admin@example.com", "reject", time.time() + 3600)}
     sign_in(client, "admin@example.com")
     return client, ids  # type: ignore[return-value]
 

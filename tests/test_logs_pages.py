@@ -68,11 +68,11 @@ def test_audit_filters_and_csv_export(client: TestClient, database: Database, pe
     assert export.headers["content-type"].startswith("text/csv")
     assert "attachment" in export.headers["content-disposition"]
     rows = list(csv.reader(io.StringIO(export.text)))
-    assert rows[0] == ["id", "at", "actor", "actor_id", "token_id", "action", "subject", "details"]
+    assert rows[0] == ["id", "at", "actor", "actor_id", "channel", "token_id", "action", "subject", "details"]
     assert len(rows) - 1 == EXPORT_BATCH + 30, "every matching row, across export batches"
     ids = [int(r[0]) for r in rows[1:]]
     assert ids == sorted(ids) and len(set(ids)) == len(ids), "oldest first, once each"
-    assert json.loads(rows[1][7])["note"] == 'comma, "quote"'
+    assert json.loads(rows[1][8])["note"] == 'comma, "quote"'
 
 
 def test_the_csv_export_never_writes_a_formula(client: TestClient, people: dict[str, Any]) -> None:

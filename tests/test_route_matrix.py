@@ -34,6 +34,8 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("POST", "/requests/{request_id:int}/cancel"): Access.member,
     ("POST", "/grants/{grant_id:int}/revoke"): Access.admin,
     ("GET", "/events"): Access.member,
+    ("GET", "/decide/{token}"): Access.member,  # not a valid link: a 404 for everyone signed in
+    ("POST", "/decide/{token}"): Access.member,
     ("GET", "/my/requests"): Access.member,
     ("GET", "/my/access"): Access.member,
     ("GET", "/account/tokens"): Access.member,
@@ -44,7 +46,8 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/approvals/count"): Access.approver,
     ("GET", "/account"): Access.member,
     ("POST", "/account"): Access.member,
-    ("POST", "/hooks/demo"): Access.public,  # unsigned: a 403 from the receiver itself, for everyone
+    ("POST", "/hooks/demo"): Access.public,
+    ("POST", "/slack/actions"): Access.public,  # signed by Slack or refused (not set up here: a 404)  # unsigned: a 403 from the receiver itself, for everyone
     ("GET", "/tasks"): Access.member,
     ("GET", "/tasks/{task_id:int}"): Access.member,  # no such task here: a 404 for everyone signed in
     ("POST", "/tasks/{task_id:int}/done"): Access.member,  # no such task: a 404 (assignees and admins: tests/test_fulfilment.py)
@@ -151,7 +154,7 @@ def sample_ids(people, database: Database) -> dict[str, int]:  # type: ignore[no
         return {"user_id": people["member"].id, "token_id": token.id, "resource_id": resource.id,  # type: ignore[dict-item]
                 "request_id": request.id, "grant_id": grant.id, "job_id": job.id,
                 "workflow_id": "matrix-request", "schedule": "sweep", "executor_id": "gone-executor", "batch_id": "batch-000000000000", "count": 1,
-                "task_id": 424242, "agent_id": 424242}  # type: ignore[dict-item]
+                "task_id": 424242, "agent_id": 424242, "token": "not-a-signed-link"}  # type: ignore[dict-item]
 
 
 @pytest.mark.parametrize("role", [None, "member", "approver", "admin"])

@@ -146,10 +146,13 @@ def test_every_audit_row_written_with_a_token_names_it(client: TestClient, peopl
 
     sign_in(client, "member@example.com")  # a browser session's rows name no token
     submit(client, make_resource(database, people, "crm", approvers=("approver",)))
-    assert [e.token_id for e in events(database, "request.submitted")] == [member_token.id, None]
+    assert [(e.token_id, e.channel) for e in events(database, "request.submitted")] == [(member_token.id, "api"),
+                                                                                      (None, "web")]
+    assert [e.channel for e in events(database, "request.approved")] == ["api"]
+    assert [e.channel for e in events(database, "grant.created")] == [None], "nor a channel: Gatehouse did it"
     sign_in(client, "admin@example.com")
     log = client.get("/audit?action=request.approved")
-    assert f"(token #{approver_token.id})" in log.text
+    assert f"(API, token #{approver_token.id})" in log.text
     assert client.get("/audit?action=request.approved", headers=JSON).json()["events"][0]["token_id"] == \
         approver_token.id
 

@@ -53,6 +53,14 @@ class Settings(BaseSettings):
     password_hashing: Literal["recommended", "light"] = "recommended"
 
     slack_webhook_url: str | None = None
+    # Decisions from Slack's buttons (POST /slack/actions, webapp/web/slack.py): the Slack app's
+    # signing secret authenticates each click; its bot token (scopes users:read and
+    # users:read.email) finds the Gatehouse person behind a Slack user and opens the reject form.
+    slack_signing_secret: str | None = None
+    slack_bot_token: str | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    # Replies go to the response_url of each click, and only where it starts with this.
+    slack_response_url_prefix: str = "https://hooks.slack.com/"
     smtp_host: str | None = None
     smtp_port: int = 587
     smtp_user: str | None = None

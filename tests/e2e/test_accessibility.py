@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
@@ -22,8 +23,9 @@ from support.browser import (
     run_axe,
     sign_in,
 )
+from support.waiting import wait_for
 from webapp.core.db import Database
-from webapp.core.models import AccessRequest, Agent, FulfilmentTask, Grant
+from webapp.core.models import AccessRequest, Agent, FulfilmentTask, Grant, Notification
 from webapp.services.demo import email_for, seed_demo
 
 MEMBER = email_for("Jamal Carter")
@@ -66,6 +68,17 @@ def waiting_task(database: Database, request_id: int) -> int:
         session.add(task)
         session.flush()
         return task.id  # type: ignore[return-value]
+
+
+def emailed_links(database: Database, recipient: str, request_id: int) -> dict[str, str]:
+    """The decision links (paths) of the outbox's message to `recipient` about the request."""
+    def found() -> dict[str, str]:
+        with database.session() as session:
+            body = session.scalar(sa.select(Notification.body).where(
+                Notification.recipient == recipient, Notification.request_id == request_id)) or ""
+        return {kind: urlsplit(url).path for kind, url in re.findall(r"^(Approve|Reject): (\S+)$", body, re.M)}
+    links: dict[str, str] = wait_for(found, what=f"the outbox message to {recipient}")
+    return links
 
 
 def test_every_page_passes_axe_with_a_clean_console(serve, open_page, database: Database) -> None:  # type: ignore[no-untyped-def]
@@ -144,6 +157,10 @@ def test_every_page_passes_axe_with_a_clean_console(serve, open_page, database: 
     approver.goto(f"/requests/{request_id}")
     assert approver.page.get_by_role("button", name="Approve").is_visible()
     audit.check(approver, "request with decision buttons")
+    for kind, path in emailed_links(database, APPROVER, request_id).items():
+        approver.goto(path)  # opening an emailed link: a page that asks to confirm
+        assert approver.page.get_by_role("button", name=f"{kind} request #{request_id}").is_visible()
+        audit.check(approver, f"an emailed {kind.lower()} link's confirmation")
     approver.goto("/requests?status=requested&sort=requester&order=asc")
     assert approver.page.get_by_role("button", name=f"Approve request #{request_id}").is_visible()
     audit.check(approver, "requests table, filtered and sorted, with row decision forms")

@@ -315,6 +315,22 @@ class AuditEvent(SQLModel, table=True):
     request_id: int | None = Field(default=None)
     # The API token the change was made with (None: a browser session, or the system).
     token_id: int | None = Field(default=None)
+    # Where a person made the change: web, api, slack or email (None: Gatehouse itself).
+    channel: str | None = Field(default=None, max_length=16)
+
+
+class DecisionLinkUse(SQLModel, table=True):
+    """An emailed approve or reject link that decided: each link works once. Written in the
+    decision's own transaction (webapp.services.access_changes), so a link is spent exactly
+    when its decision is recorded."""
+
+    __tablename__ = "decision_link_uses"
+
+    link_id: str = Field(primary_key=True, max_length=32)
+    request_id: int = Field(foreign_key="access_requests.id", index=True)
+    user_id: int = Field(foreign_key="users.id")
+    decision: str = Field(max_length=16)
+    used_at: datetime = _timestamp(default=True)
 
 
 class ErrorRecord(SQLModel, table=True):

@@ -31,6 +31,7 @@ from webapp.core.models import (
     Role,
     User,
 )
+from webapp.services.audit import Via, acting_channel
 from webapp.services.catalog import approvers_of
 from webapp.services.extensions import extendable, held_grant
 from webapp.services.identity import Principal
@@ -57,6 +58,7 @@ class Submission(TypedDict):
     reason: str
     reminder: ReminderPolicy
     token_id: NotRequired[int | None]  # the API token it was submitted with, for the audit
+    channel: NotRequired[Via | None]  # where it was submitted (web, api), for the audit
     extends_grant_id: NotRequired[int | None]  # an extension of this grant (webapp.services.extensions)
 
 
@@ -97,6 +99,8 @@ class DecisionMessage(TypedDict):
     actor_id: int
     comment: str
     token_id: NotRequired[int | None]  # the API token it was sent with, for the audit
+    channel: NotRequired[Via | None]  # where it was made (web, api, slack, email), for the audit
+    link_id: NotRequired[str | None]  # the emailed link it was made with: spent when it applies
 
 
 class DecisionOutcome(TypedDict):
@@ -168,14 +172,15 @@ def prepare_submission(session: Session, settings: Settings, requester: Principa
         until = "permanently" if held.expires_at is None else f"until {held.expires_at:%Y-%m-%d %H:%M} UTC"
         raise AccessError(422, f"You already hold {resource.name} {until}."
                           + ("" if held.expires_at is None else " Extend it instead."), "resource_id")
-    return {**submission(settings, requester.id, resource_id, seconds, reason, token_id=requester.token_id),
+    return {**submission(settings, requester.id, resource_id, seconds, reason, token_id=requester.token_id,
+                         channel=acting_channel()),
             **({"extends_grant_id": extends_grant_id} if extends_grant_id is not None else {})}  # type: ignore[typeddict-item]
 
 
 def submission(settings: Settings, requester_id: int, resource_id: int, seconds: int | None,
-               reason: str, *, token_id: int | None = None) -> Submission:
+               reason: str, *, token_id: int | None = None, channel: Via | None = None) -> Submission:
     return Submission(requester_id=requester_id, resource_id=resource_id, duration_seconds=seconds, reason=reason,
-                      reminder=reminder_policy(settings), token_id=token_id)
+                      reminder=reminder_policy(settings), token_id=token_id, channel=channel)
 
 
 def reminder_policy(settings: Settings) -> ReminderPolicy:

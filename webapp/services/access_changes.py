@@ -24,6 +24,7 @@ from webapp.core.models import (
     AccessRequest,
     Approval,
     Decision,
+    DecisionLinkUse,
     ErrorRecord,
     Grant,
     RequestStatus,
@@ -159,12 +160,17 @@ def apply_decision(session: Session, request_id: int, message: DecisionMessage) 
     if refusal:
         return ignored(refusal)
     assert actor is not None
+    link_id = message.get("link_id")
+    if link_id:  # an emailed link: it decides once, in this transaction
+        if session.get(DecisionLinkUse, link_id) is not None:
+            return ignored("this link has been used already")
+        session.add(DecisionLinkUse(link_id=link_id, request_id=request_id, user_id=actor.id, decision=kind))
     if kind == Decision.reject:
         session.add(Approval(request_id=request_id, approver_id=actor.id, decision=kind, comment=comment))  # type: ignore[arg-type]
         request.status, request.decided_at, request.decided_by_id, request.updated_at = (
             RequestStatus.rejected, now, actor.id, now)
         record_event(session, actor=actor.email, actor_id=actor.id, action=Action.REQUEST_REJECTED, subject=subject,
-                     details={"comment": comment})
+                     details={"comment": comment, **_link(link_id)})
         return outcome(True)
     already = session.scalar(sa.select(Approval.id).where(
         Approval.request_id == request_id, Approval.approver_id == actor.id, Approval.counted))
@@ -177,13 +183,20 @@ def apply_decision(session: Session, request_id: int, message: DecisionMessage) 
         request.status, request.decided_at, request.decided_by_id, request.updated_at = (
             RequestStatus.approved, now, actor.id, now)
         record_event(session, actor=actor.email, actor_id=actor.id, action=Action.REQUEST_APPROVED, subject=subject,
-                     details={"approvals": result["approvals"], "required": required, "comment": comment})
+                     details={"approvals": result["approvals"], "required": required, "comment": comment,
+                              **_link(link_id)})
         result["status"] = request.status
     else:
         request.updated_at = now
         record_event(session, actor=actor.email, actor_id=actor.id, action=Action.REQUEST_APPROVAL_RECORDED,
-                     subject=subject, details={"approvals": result["approvals"], "required": required})
+                     subject=subject, details={"approvals": result["approvals"], "required": required,
+                                               **_link(link_id)})
     return result
+
+
+def _link(link_id: str | None) -> dict[str, str]:
+    """The audit detail naming the emailed link a decision was made with, if any."""
+    return {"link": link_id} if link_id else {}
 
 
 def approve_automatically(session: Session, request_id: int) -> str:

@@ -4,10 +4,11 @@ An event always commits with the change it records (it is added to the caller's 
 so the log never claims a change that rolled back, nor misses one that committed. Its id
 orders the live feed (webapp.live.feed).
 
-An event written while an API token's request runs names the token (`token_id`): the web
-guard wraps such requests in `acting_through`, and the workflows that act later for such a
-request (submitting, deciding, revoking, importing) carry the token id in their input and
-wrap their steps the same way, so a recovered workflow still names it.
+An event written while a person's request runs names where it came from (`channel`: web,
+api, slack, email) and, for the API, the token (`token_id`): the web guard wraps such
+requests in `acting_through`, and the workflows that act later for such a request
+(submitting, deciding, revoking, importing) carry the token id and channel in their input
+and wrap their steps the same way, so a recovered workflow still names them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy import text
@@ -26,23 +27,30 @@ from sqlalchemy.orm import Session
 from webapp.core.models import AuditEvent, FulfilmentTask, Grant, utcnow
 
 NOTIFY_CHANNEL = "gatehouse_audit"  # webapp.live.feed listens on it
-_acting_token: ContextVar[int | None] = ContextVar("acting_token", default=None)
+Via = Literal["web", "api", "slack", "email"]  # where a person made a change (audit_events.channel)
+_acting: ContextVar[tuple[int | None, Via | None]] = ContextVar("acting", default=(None, None))
 
 
 @contextmanager
-def acting_through(token_id: int | None) -> Iterator[None]:
+def acting_through(token_id: int | None, channel: Via | None = None) -> Iterator[None]:
     """Audit events recorded inside this block (this task, and the worker threads it starts)
-    name `token_id`; None says explicitly that no token is involved."""
-    reset = _acting_token.set(token_id)
+    name `token_id` and `channel`; a token implies the API. None, None says explicitly that
+    neither is involved (Gatehouse acting on its own)."""
+    reset = _acting.set((token_id, "api" if token_id is not None else channel))
     try:
         yield
     finally:
-        _acting_token.reset(reset)
+        _acting.reset(reset)
 
 
 def acting_token() -> int | None:
     """The token the current change is made with, to carry into a workflow's input."""
-    return _acting_token.get()
+    return _acting.get()[0]
+
+
+def acting_channel() -> Via | None:
+    """Where the current change comes from, to carry into a workflow's input."""
+    return _acting.get()[1]
 
 
 class Action(StrEnum):
@@ -147,7 +155,8 @@ def record_event(
         subject=subject,
         details=details or {},
         request_id=request_of(session, subject),
-        token_id=_acting_token.get(),
+        token_id=_acting.get()[0],
+        channel=_acting.get()[1],
     )
     session.add(event)
     session.flush()

@@ -83,7 +83,7 @@ def audit_page(session: Session, query: AuditQuery) -> Page:
     return _newest_first(session, AuditEvent, _audit_filters(query), query.before)
 
 
-AUDIT_COLUMNS = ("id", "at", "actor", "actor_id", "token_id", "action", "subject", "details")
+AUDIT_COLUMNS = ("id", "at", "actor", "actor_id", "channel", "token_id", "action", "subject", "details")
 
 
 def audit_export(database: Database, query: AuditQuery) -> Iterator[tuple[Any, ...]]:

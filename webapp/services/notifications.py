@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from webapp.core.models import Notification
+from webapp.services.slack_messages import escape
 
 # Longest readable dedup key; longer ones are hashed (the column holds 300 characters).
 MAX_READABLE_KEY = 200
@@ -39,6 +40,9 @@ class Message:
     body: str  # plain text
     link: str  # absolute URL of the request page
     run: str = ""  # "fork-<hex>" when a forked workflow sends it: an operator asked for it again
+    # (decision, URL) for an approver: emailed links (webapp.services.decision_links), and the
+    # Slack buttons that send the same decisions (webapp.web.slack)
+    actions: tuple[tuple[str, str], ...] = ()
 
 
 def request_url(base_url: str, request_id: int) -> str:
@@ -78,25 +82,44 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+ACTION_LABELS = {"approve": "Approve", "reject": "Reject"}
+
+
+def text_with_links(message: Message) -> str:
+    """The text of an email or the outbox: the body, the request's link, and the approver's
+    decision links, each of which opens a page to confirm on."""
+    text = f"{message.body.rstrip()}\n\n{message.link}"
+    if message.actions:
+        text += "\n\n" + "\n".join(f"{ACTION_LABELS.get(kind, kind)}: {url}" for kind, url in message.actions)
+        text += "\n\nEach link opens a page where you confirm; it works once, until the request stops waiting."
+    return text
+
+
 def outbox_text(message: Message) -> str:
-    """What the outbox stores as the body: the text and the link, as an email would show them."""
-    return clip(f"{message.body.rstrip()}\n\n{message.link}", BODY_MAX)
-
-
-def _slack_escape(text: str) -> str:
-    """Slack's mrkdwn reserves &, < and >; escape them so user text cannot forge links."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """What the outbox stores as the body: the text and the links, as an email would show them."""
+    return clip(text_with_links(message), BODY_MAX)
 
 
 def slack_payload(message: Message, key: str) -> dict[str, Any]:
-    """The incoming-webhook JSON: one text block, plus the dedup key for receivers that
-    look for repeats (Slack ignores fields it does not know)."""
+    """The incoming-webhook JSON: the text, plus the dedup key for receivers that look for
+    repeats (Slack ignores fields it does not know). An approver's message also carries Block
+    Kit buttons; a click comes back to POST /slack/actions with the request id as its value."""
     text = (
-        f"*{_slack_escape(one_line(message.subject))}*\n"
-        f"{_slack_escape(message.body.rstrip())}\n"
-        f"<{message.link}|Open the request> · for {_slack_escape(message.recipient)}"
+        f"*{escape(one_line(message.subject))}*\n"
+        f"{escape(message.body.rstrip())}\n"
+        f"<{message.link}|Open the request> · for {escape(message.recipient)}"
     )
-    return {"text": text, "dedup_key": key}
+    payload: dict[str, Any] = {"text": text, "dedup_key": key}
+    if message.actions and message.request_id is not None:
+        payload["blocks"] = [
+            {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+            {"type": "actions", "block_id": f"decide:{message.request_id}", "elements": [
+                {"type": "button", "action_id": kind, "value": str(message.request_id),
+                 "text": {"type": "plain_text", "text": ACTION_LABELS.get(kind, kind)},
+                 "style": "primary" if kind == "approve" else "danger"}
+                for kind, _ in message.actions]},
+        ]
+    return payload
 
 
 def email_message(message: Message, *, sender: str, key: str) -> EmailMessage:
@@ -108,7 +131,7 @@ def email_message(message: Message, *, sender: str, key: str) -> EmailMessage:
     email["Message-ID"] = message_id(key)
     email["Auto-Submitted"] = "auto-generated"
     email["X-Gatehouse-Dedup-Key"] = key
-    email.set_content(f"{message.body.rstrip()}\n\n{message.link}\n")
+    email.set_content(text_with_links(message) + "\n")
     return email
 
 

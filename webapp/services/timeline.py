@@ -1,6 +1,7 @@
 """A request's story, from its audit events: submitted, each decision (who, how, why), the
 grant, its provisioning and its end, in words, with the reasons and the ids they link to, and
-the channel each decision came through (the web, or the API with which token).
+the channel each decision came through (the web, the API with which token, Slack, or an
+emailed link).
 
 Built from rows the request page reads anyway; an action this module does not know is shown
 as it is stored, so nothing in the log is ever left out of the story.
@@ -23,13 +24,16 @@ class Moment:
     title: str
     detail: str = ""  # a reason, a comment, an error
     link: tuple[str, str] | None = None  # (path, text)
-    channel: str = ""  # how a person did it: "web", "API (token #3)"; empty when Gatehouse did
+    channel: str = ""  # how a person did it: "web", "API (token #3)", "Slack"; empty when Gatehouse did
+
+
+CHANNELS = {"web": "web", "slack": "Slack", "email": "an emailed link"}
 
 
 def _channel(event: AuditEvent) -> str:
     if event.token_id is not None:
         return f"API (token #{event.token_id})"
-    return "web" if event.actor_id is not None else ""
+    return CHANNELS.get(event.channel or "", "")
 
 
 def _who(event: AuditEvent) -> str:

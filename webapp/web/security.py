@@ -81,7 +81,10 @@ def guarded_route(
         if request.method not in SAFE_METHODS and not signed:  # a signed endpoint checks its own HMAC
             check_origin(request)
             await check_token(request)
-        return await endpoint(request)
+        if principal is None:
+            return await endpoint(request)
+        with acting_through(None, "web"):
+            return await endpoint(request)
 
     guard.access = access  # type: ignore[attr-defined]
     guard.browser_only = browser_only  # type: ignore[attr-defined]

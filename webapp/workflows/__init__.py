@@ -8,6 +8,7 @@ every start); `stop` lets running work finish within a grace period.
 
     access         one workflow per access request; an early revoke
     notifications  one delivery workflow per message and channel
+    slack          decisions from Slack's buttons, and the reply that updates the message
     drift          a schedule per agent that compares its targets with the grants
     fulfilment     one workflow per task that carries a grant (or its end) into a target
     imports        bulk people imports: a parent per run, a child per chunk
@@ -34,12 +35,12 @@ from webapp.config import Settings
 from webapp.core.db import Database
 from webapp.core.models import Agent
 from webapp.services.agent_settings import AGENT_QUEUE_PREFIX
-from webapp.workflows import access, batches, drift, fulfilment, imports, notifications, runtime, sweep, takeover
+from webapp.workflows import access, batches, drift, fulfilment, imports, notifications, runtime, slack, sweep, takeover
 from webapp.workflows.datasource import datasource
 
 __all__ = ["QueueSpec", "queue_specs", "register", "schedule_specs", "start", "stop"]
 
-WORKFLOW_MODULES = (access, batches, drift, fulfilment, imports, notifications, sweep)  # each registers its workflows
+WORKFLOW_MODULES = (access, batches, drift, fulfilment, imports, notifications, slack, sweep)  # each registers its workflows
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from dbos import DBOS, SetWorkflowID
@@ -58,14 +58,14 @@ from webapp.services.access import (
     prepare_submission,
     request_id_for_workflow,
 )
-from webapp.services.audit import acting_through
+from webapp.services.audit import Via, acting_through
 from webapp.services.extensions import Extended
 from webapp.services.identity import Principal
 from webapp.services.notifications import Message
 from webapp.workflows.control import fork_label
 from webapp.workflows.datasource import datasource
 from webapp.workflows.fulfilment import SETTLED_TOPIC, WAIT_SLICE_SECONDS, task_workflow
-from webapp.workflows.notifications import request_link, send_notifications
+from webapp.workflows.notifications import decision_links, request_link, send_notifications
 from webapp.workflows.runtime import WorkflowCancelled, is_known, start_workflow
 
 log = logging.getLogger(__name__)
@@ -90,13 +90,13 @@ def request_workflow_id(requester_id: int, form_key: str) -> str:
 
 @datasource.transaction()
 def record_request(submission: Submission) -> RequestFacts | Refused:
-    with acting_through(submission.get("token_id")):
+    with acting_through(submission.get("token_id"), submission.get("channel")):
         return changes.record_request(datasource.session(), submission, workflow_id=DBOS.workflow_id or "")
 
 
 @datasource.transaction()
 def apply_decision(request_id: int, message: DecisionMessage) -> DecisionOutcome:
-    with acting_through(message.get("token_id")):
+    with acting_through(message.get("token_id"), message.get("channel")):
         return changes.apply_decision(datasource.session(), request_id, message)
 
 
@@ -118,7 +118,7 @@ def create_grant(request_id: int) -> GrantFacts:
 @datasource.transaction()
 def end_grant(grant_id: int, reason: str, actor_id: int | None = None, note: str = "",
               token_id: int | None = None) -> EndedGrant:
-    with acting_through(token_id):
+    with acting_through(token_id, None if actor_id is None else "web"):  # a person revokes from the web or the API
         return changes.end_grant(datasource.session(), grant_id, reason, workflow_id=DBOS.workflow_id,
                                  actor_id=actor_id, note=note)
 
@@ -143,10 +143,12 @@ def _message(facts: MessageFacts, event: str, recipient: str, subject: str, body
 
 
 def _ask_approvers(facts: RequestFacts) -> None:
+    """Each approver's message offers their own approve and reject links (and Slack buttons)."""
     subject = f"{facts['requester_name']} requests {facts['resource']}"
     body = (f"{facts['requester_name']} ({facts['requester']}) asks for {facts['resource']} "
             f"for {describe(facts['duration_seconds'])}.\n\nReason: {facts['reason']}")
-    send_notifications([_message(facts, "request.submitted", approver, subject, body)
+    send_notifications([replace(_message(facts, "request.submitted", approver, subject, body),
+                                actions=decision_links(facts["request_id"], approver, facts["pending_until"]))
                         for approver in facts["approvers"]])
 
 
@@ -382,17 +384,42 @@ async def submit(database: Database, settings: Settings, requester: Principal, *
 
 
 async def decide(database: Database, principal: Principal, request_id: int, kind: DecisionKind,
-                 comment: str = "") -> DecisionOutcome:
+                 comment: str = "", *, via: Via | None = None, link_id: str | None = None) -> DecisionOutcome:
     """Send a decision (approve, reject, cancel) to the request's workflow and return what it did.
+    `via`: where it was made (by default the API with a token, else the web); `link_id`: the
+    emailed link it was made with, which the decision spends.
 
     AccessError: 404 (not visible), 403 (not theirs to decide or cancel), 409 (no longer
     pending, or the workflow ignored it, saying why); NotAnsweredYet past ANSWER_SECONDS."""
+    sent = await send_decision(database, principal, request_id, kind, comment, via=via, link_id=link_id)
+    return await decision_outcome(sent)
+
+
+@dataclass(frozen=True)
+class SentDecision:
+    """A decision the request's workflow has durably received, and where its answer appears."""
+
+    workflow_id: str
+    message_id: str
+
+
+async def send_decision(database: Database, principal: Principal, request_id: int, kind: DecisionKind,
+                        comment: str = "", *, via: Via | None = None, link_id: str | None = None) -> SentDecision:
+    """The first half of `decide`: check it, and hand it to the workflow (durably: once this
+    returns, the decision is not lost). Slack's buttons acknowledge here and learn the
+    outcome later."""
     workflow_id = await database.in_session(lambda s: check_decision(s, principal, request_id, kind))
     message = DecisionMessage(id=uuid.uuid4().hex, kind=kind, actor_id=principal.id, comment=comment,
-                              token_id=principal.token_id)
+                              token_id=principal.token_id, channel=via or ("api" if principal.via_token else "web"),
+                              link_id=link_id)
     await DBOS.send_async(workflow_id, message, DECISION_TOPIC, idempotency_key=message["id"])
+    return SentDecision(workflow_id, message["id"])
+
+
+async def decision_outcome(sent: SentDecision) -> DecisionOutcome:
+    """The second half of `decide`: what the workflow did with the decision."""
     result: DecisionOutcome | None = await DBOS.get_event_async(
-        workflow_id, message_event(message["id"]), timeout_seconds=ANSWER_SECONDS)
+        sent.workflow_id, message_event(sent.message_id), timeout_seconds=ANSWER_SECONDS)
     if result is None:
         raise NotAnsweredYet("Your decision was sent but not applied yet; reload the page shortly.")
     if not result["applied"]:

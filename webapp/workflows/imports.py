@@ -136,13 +136,13 @@ def _transaction(*, read_committed: bool = False) -> Callable[[Callable[P, R]], 
 
 @_transaction()
 def create_job(order: NewJob) -> JobFacts:
-    with acting_through(order.get("token_id")):
+    with acting_through(order.get("token_id"), "web" if order.get("actor_id") else None):
         return runs.create_job(datasource.session(), order, workflow_id=DBOS.workflow_id or "")
 
 
 @_transaction()
 def begin_run(order: NewRun) -> JobFacts | RunRefused:
-    with acting_through(order.get("token_id")):
+    with acting_through(order.get("token_id"), "web" if order.get("actor_id") else None):
         return runs.begin_run(datasource.session(), order, workflow_id=DBOS.workflow_id or "")
 
 

@@ -39,6 +39,7 @@ from dbos import DBOS, DBOSConfiguredInstance, SetWorkflowID, StepOptions
 
 from webapp.config import Settings
 from webapp.core.models import ErrorRecord, Notification, NotificationStatus, utcnow
+from webapp.services.decision_links import decision_urls
 from webapp.services.notifications import (
     SUBJECT_MAX,
     Message,
@@ -59,6 +60,7 @@ __all__ = [
     "DeliveryError",
     "Message",
     "configure_channels",
+    "decision_links",
     "delivery_workflow_id",
     "request_link",
     "send_notifications",
@@ -410,6 +412,15 @@ def active_channel_names() -> list[str]:
 def request_link(request_id: int) -> str:
     """The absolute link to a request's page under this start's BASE_URL."""
     return request_url(OUTBOX.settings.base_url, request_id)
+
+
+def decision_links(request_id: int | None, approver: str, expires_at: float) -> tuple[tuple[str, str], ...]:
+    """An approver's signed approve and reject links for a request, under this start's
+    BASE_URL and secret; the same for the same inputs, so a replayed workflow's message is unchanged."""
+    if request_id is None:
+        return ()
+    settings = OUTBOX.settings
+    return decision_urls(settings.session_secret, settings.base_url, request_id, approver, expires_at)
 
 
 def send_notifications(messages: list[Message]) -> list[str]:
