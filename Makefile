@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# The real OpenID provider the sign-in tests start (panva's oidc-provider, pinned by its lock
+# file); without Node.js those tests are skipped and say why.
+OIDC_PROVIDER := tests/support/oidc/node_modules/.package-lock.json
 
 .PHONY: run test test-fast screenshots bench migrate clean venv-stamp
 
@@ -23,11 +26,14 @@ run: $(STAMP)
 	$(BIN)/webapp serve
 
 ## The whole suite; set TEST_DATABASE_URL=postgresql://... to run it on PostgreSQL.
-test: $(STAMP)
+test: $(STAMP) $(OIDC_PROVIDER)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+$(OIDC_PROVIDER): tests/support/oidc/package-lock.json
+	if command -v npm >/dev/null; then npm ci --prefix tests/support/oidc --no-audit --no-fund --loglevel=error; fi
+
 ## Everything but the slow crash, load and multi-process tests.
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(OIDC_PROVIDER)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 ## A screenshot of every page at phone (390×844) and desktop (1366×900) size, in var/screenshots/.

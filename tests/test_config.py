@@ -52,6 +52,10 @@ def test_dotenv_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         ({"secret_key": STRONG, "executor_id": "a", "password_hashing": "light"}, "PASSWORD_HASHING is light"),
         ({"secret_key": STRONG, "executor_id": "a", "database_url": "postgresql://db/g"},
          "BASE_URL is http://127.0.0.1:8000; production needs its https:// address"),
+        ({"secret_key": STRONG, "executor_id": "a", "oidc_issuer": "http://idp.example.org", "oidc_client_id": "g",
+          "oidc_client_secret": "s"}, "production talks to its provider over https://"),
+        ({"secret_key": STRONG, "executor_id": "a", "oidc_issuer": "https://idp.example.org", "oidc_client_id": "g"},
+         "without OIDC_CLIENT_SECRET"),
     ],
 )
 def test_production_refuses_unsafe_values(values: dict[str, object], message: str) -> None:
@@ -67,6 +71,19 @@ def test_production_accepts_safe_values() -> None:
                  allow_insecure_http=True)
     plain.check()  # plain http, on purpose
     assert settings.resolved_log_format == "json"
+
+
+def test_passwords_are_off_in_production_once_oidc_is_set(tmp_path: Path) -> None:
+    secret_file = tmp_path / "oidc-secret"
+    secret_file.write_text("from-a-file\n")
+    sso = {"oidc_issuer": "https://idp.example.org", "oidc_client_id": "gatehouse", "oidc_client_secret_file": secret_file}
+    assert make(**sso).passwords_allowed, "development keeps them"
+    production = make(env="production", **sso)
+    assert not production.passwords_allowed and production.oidc_secret() == "from-a-file"
+    assert make(env="production", password_sign_in=True, **sso).passwords_allowed
+    assert make(env="production").passwords_allowed, "no provider: passwords are the way in"
+    with pytest.raises(ValueError, match="OIDC_ROLE_GROUPS wants group=role pairs"):
+        make(oidc_role_groups="gatehouse-admins=root")
 
 
 def test_a_system_database_of_the_earlier_name_is_adopted(tmp_path: Path) -> None:

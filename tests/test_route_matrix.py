@@ -22,6 +22,8 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/readyz"): Access.public,
     ("GET", "/login"): Access.public,
     ("POST", "/login"): Access.public,
+    ("GET", "/login/oidc"): Access.public,  # not set up here: a 404 for everyone
+    ("GET", "/auth/callback"): Access.public,
     ("POST", "/logout"): Access.member,
     ("GET", "/"): Access.member,
     ("GET", "/dashboard/counters"): Access.member,

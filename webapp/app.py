@@ -29,7 +29,22 @@ from webapp.core.logging_setup import configure_logging
 from webapp.live.counters import CounterCache
 from webapp.live.feed import AuditFeed
 from webapp.services.demo_receiver import DEMO_SECRET_ENV, demo_secret
-from webapp.web import account, admin, api, events, health, home, hooks, ops, requests, sign_in, slack, tasks, tokens
+from webapp.web import (
+    account,
+    admin,
+    api,
+    events,
+    health,
+    home,
+    hooks,
+    oidc,
+    ops,
+    requests,
+    sign_in,
+    slack,
+    tasks,
+    tokens,
+)
 from webapp.web.csrf import CSRFCookieMiddleware
 from webapp.web.errors import EXCEPTION_HANDLERS
 from webapp.web.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
@@ -45,6 +60,7 @@ def app_routes() -> list[BaseRoute]:
     return [
         *health.routes,
         *sign_in.routes,
+        *oidc.routes,
         *home.routes,
         *requests.routes,
         *events.routes,

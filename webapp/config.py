@@ -101,6 +101,29 @@ class Settings(BaseSettings):
     grant_reminder_min_seconds: int = Field(default=8 * 3600, ge=1)
     grant_reminder_before_seconds: int = Field(default=3600, ge=1)
 
+    # Sign-in through the company's OpenID Connect provider (webapp/web/oidc.py): on once
+    # OIDC_ISSUER and OIDC_CLIENT_ID are set. The client secret comes from the environment or a
+    # file. People are created or updated from the ID token's claims at each sign-in; their role
+    # from the groups claim (OIDC_ROLE_GROUPS: "group=role" pairs; no mapped group: member).
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    oidc_client_secret_file: Path | None = None
+    oidc_scopes: str = "openid email profile"
+    oidc_provider_name: str = "your company account"  # the sign-in button says "Sign in with ..."
+    oidc_email_claim: str = "email"
+    oidc_name_claim: str = "name"
+    oidc_department_claim: str = "department"
+    oidc_title_claim: str = "title"
+    oidc_groups_claim: str = "groups"
+    oidc_role_groups: str = "gatehouse-admins=admin,gatehouse-approvers=approver"
+    oidc_clock_skew_seconds: int = Field(default=60, ge=0, le=600)
+    # Local passwords: on by default, except in production once OIDC is set. With them off, only
+    # BREAK_GLASS_EMAIL may still sign in with a password (an admin for when the provider is
+    # down); each such sign-in is audited as auth.break_glass and logged as critical.
+    password_sign_in: bool | None = None
+    break_glass_email: str | None = None
+
     # Sessions and sign-in.
     session_idle_minutes: int = Field(default=60, ge=1)
     session_absolute_hours: int = Field(default=12, ge=1)
@@ -185,6 +208,16 @@ class Settings(BaseSettings):
             return "postgresql://" + value.removeprefix("postgres://")
         return value
 
+    @field_validator("oidc_role_groups")
+    @classmethod
+    def _role_groups(cls, value: str) -> str:
+        for pair in filter(str.strip, value.split(",")):
+            group, _, role = pair.partition("=")
+            if not group.strip() or role.strip() not in ("member", "approver", "admin"):
+                raise ValueError(f"OIDC_ROLE_GROUPS wants group=role pairs (roles: member, approver, admin), "
+                                 f"not {pair.strip()!r}")
+        return value
+
     @model_validator(mode="after")
     def _lease_outlasts_heartbeats(self) -> Settings:
         """A lease shorter than three heartbeats would adopt the work of executors that are
@@ -222,6 +255,28 @@ class Settings(BaseSettings):
         return self.log_format or ("json" if self.is_production else "console")
 
     @property
+    def oidc_enabled(self) -> bool:
+        return bool(self.oidc_issuer and self.oidc_client_id)
+
+    @property
+    def passwords_allowed(self) -> bool:
+        """Whether anyone but the break-glass account may sign in with a password."""
+        if self.password_sign_in is not None:
+            return self.password_sign_in
+        return not (self.is_production and self.oidc_enabled)
+
+    def oidc_secret(self) -> str | None:
+        """The client secret, from OIDC_CLIENT_SECRET or the file OIDC_CLIENT_SECRET_FILE names."""
+        if self.oidc_client_secret_file is not None:
+            return self.oidc_client_secret_file.read_text().strip()
+        return self.oidc_client_secret
+
+    def oidc_roles(self) -> dict[str, str]:
+        """OIDC_ROLE_GROUPS as {group: role}."""
+        pairs = [pair.split("=", 1) for pair in self.oidc_role_groups.split(",") if pair.strip()]
+        return {group.strip(): role.strip() for group, role in pairs}
+
+    @property
     def session_secret(self) -> str:
         return self.secret_key or DEV_SECRET_PLACEHOLDER
 
@@ -245,6 +300,10 @@ class Settings(BaseSettings):
                 "EXECUTOR_ID is not set; give each production process a stable, distinct id "
                 "so a restart recovers its own workflows"
             )
+        if self.oidc_enabled and not str(self.oidc_issuer).startswith("https://"):
+            raise ConfigError(f"OIDC_ISSUER is {self.oidc_issuer}; production talks to its provider over https://")
+        if self.oidc_enabled and not self.oidc_secret():
+            raise ConfigError("OIDC_CLIENT_ID is set without OIDC_CLIENT_SECRET (or OIDC_CLIENT_SECRET_FILE)")
         if not self.https and not self.allow_insecure_http:
             raise ConfigError(
                 f"BASE_URL is {self.base_url}; production needs its https:// address (TLS may end in front of "

@@ -56,12 +56,13 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def serve(settings: Settings) -> Iterator[Callable[[], LiveServer]]:
-    """`serve()` starts the app for this test: call it after arranging the database."""
+    """`serve()` starts the app for this test: call it after arranging the database. `port`: a
+    port chosen beforehand (the identity provider must know the address); `changes`: settings."""
     started: list[LiveServer] = []
 
-    def start() -> LiveServer:
+    def start(*, port: int = 0, **changes: Any) -> LiveServer:
         assert not started, "one server per test: DBOS is one per process"
-        server = LiveServer(create_app(settings))
+        server = LiveServer(create_app(settings.model_copy(update=changes)), port)
         started.append(server)
         server.start()
         return server

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +19,16 @@ from test_route_matrix import ROUTES
 
 from e2e.test_accessibility import waiting_task
 from support.browser import PASSWORD, Watched, send_request, sign_in
-from support.web import concrete
+from support.web import TEST_SECRET, concrete
 from webapp.core.db import Database
 from webapp.core.models import AccessRequest, Agent, Grant, ImportJob, Resource, User
+from webapp.services.decision_links import link_token
 from webapp.services.demo import email_for, seed_demo
 from webapp.web.security import Access
 
 SIZES = {"phone": (390, 844), "desktop": (1366, 900)}
 NOT_PAGES = {"/healthz", "/readyz", "/events", "/dashboard/counters", "/openapi.json", "/audit.csv",
-             "/admin/import/{job_id:int}/events"}
+             "/admin/import/{job_id:int}/events", "/login/oidc", "/auth/callback"}  # the last two redirect
 WHO = {Access.public: None, Access.member: email_for("Jamal Carter"), Access.approver: email_for("Chiara Rossi"),
        Access.admin: email_for("Ada Okafor")}
 REASON = "Debugging the staging deploy pipeline this week."
@@ -85,7 +87,8 @@ def test_every_page_fits_a_phone_and_a_desktop(serve, open_page, database: Datab
         if "request_id" not in ids:
             ids.update(own_request(windows[Access.member], database, ids["user_id"]))
         for access, path in pages():
-            window = windows[access]
+            # An emailed decision link opens for the approver it was sent to.
+            window = windows[Access.approver if path == "/decide/{token}" else access]
             url = concrete(path, ids)
             response = window.page.goto(server.url + url)
             assert response is not None
@@ -112,4 +115,5 @@ def own_request(member: Watched, database: Database, member_id: int) -> dict[str
         granted = session.scalar(sa.select(Grant.request_id).where(Grant.user_id == member_id,
                                                                    Grant.request_id.is_not(None)).limit(1))  # type: ignore[union-attr]
     assert granted is not None, "the demo gives the member a grant"
-    return {"request_id": request_id, "workflow_id": workflow_id, "task_id": waiting_task(database, granted)}
+    return {"request_id": request_id, "workflow_id": workflow_id, "task_id": waiting_task(database, granted),
+            "token": link_token(TEST_SECRET, request_id, WHO[Access.approver], "reject", time.time() + 3600)}

@@ -40,9 +40,9 @@ PASSWORD = "correct horse battery staple"
 class LiveServer:
     """uvicorn serving one app on an ephemeral loopback port, in a thread."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, port: int = 0) -> None:
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=0, lifespan="on", log_config=None, access_log=False,
+            app, host="127.0.0.1", port=port, lifespan="on", log_config=None, access_log=False,
             ws="none",  # the app serves no websockets
             timeout_graceful_shutdown=2,
         )

@@ -130,6 +130,9 @@ class User(SQLModel, table=True):
     is_service: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     # An IANA name ("Europe/Paris") for the times pages show; empty: the browser's, else UTC.
     time_zone: str = Field(default="", max_length=64, sa_column_kwargs={"server_default": ""})
+    # Who the OpenID provider says this is ("<issuer> <sub>"): a later sign-in finds them by it,
+    # even after their email changed. None until they first sign in through the provider.
+    oidc_subject: str | None = Field(default=None, max_length=400, unique=True)
 
 
 class Agent(SQLModel, table=True):
@@ -317,6 +320,19 @@ class AuditEvent(SQLModel, table=True):
     token_id: int | None = Field(default=None)
     # Where a person made the change: web, api, slack or email (None: Gatehouse itself).
     channel: str | None = Field(default=None, max_length=16)
+
+
+class OidcLogin(SQLModel, table=True):
+    """A sign-in through the OpenID provider, between leaving for it and coming back: the
+    callback deletes the row it uses, so each `state` works once."""
+
+    __tablename__ = "oidc_logins"
+
+    state: str = Field(primary_key=True, max_length=64)
+    nonce: str = Field(max_length=64)
+    code_verifier: str = Field(max_length=128)
+    next_url: str = Field(default="/", max_length=2000)
+    created_at: datetime = _timestamp(default=True, index=True)
 
 
 class DecisionLinkUse(SQLModel, table=True):

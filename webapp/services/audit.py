@@ -81,6 +81,7 @@ class Action(StrEnum):
     TASK_CANCELLED = "task.cancelled"
     # user:<id>
     USER_CREATED = "user.created"
+    USER_UPDATED = "user.updated"  # from the identity provider's claims at sign-in
     USER_ROLE_CHANGED = "user.role_changed"
     USER_ACTIVATED = "user.activated"
     USER_DEACTIVATED = "user.deactivated"
@@ -88,6 +89,7 @@ class Action(StrEnum):
     SIGNED_IN = "auth.signed_in"
     SIGN_IN_FAILED = "auth.sign_in_failed"
     SIGNED_OUT = "auth.signed_out"
+    BREAK_GLASS = "auth.break_glass"  # the password sign-in kept for when the identity provider is down
     TOKEN_ISSUED = "token.issued"
     TOKEN_REVOKED = "token.revoked"
     # resource:<id>

@@ -27,6 +27,7 @@ from webapp.services import identity, tokens
 from webapp.services.access import viewer
 from webapp.services.audit import acting_through
 from webapp.services.request_table import count_waiting
+from webapp.web import csrf
 from webapp.web.csrf import SESSION_COOKIE, check_origin, check_token, cookie_name
 from webapp.web.errors import error_response
 from webapp.web.rendering import is_htmx, wants_fragment, wants_json, wants_stream
@@ -96,6 +97,18 @@ def guarded_route(
 def session_cookie(request: Request) -> str:
     """The session cookie's name for this app (prefixed under https)."""
     return cookie_name(SESSION_COOKIE, secure=request.app.state.settings.https)
+
+
+def signed_in(request: Request, token: str, next_url: str) -> Response:
+    """Hand the browser its new session (by password or through the identity provider) and go on."""
+    settings = request.app.state.settings
+    response = RedirectResponse(next_url, status_code=303)
+    response.set_cookie(
+        session_cookie(request), token, max_age=settings.session_absolute_hours * 3600, path="/",
+        httponly=True, samesite="lax", secure=settings.https,
+    )
+    csrf.rotate(request, token)  # bound to the new session
+    return response
 
 
 def current_principal(request: Request) -> identity.Principal:

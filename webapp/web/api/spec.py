@@ -328,6 +328,8 @@ class AuditEvent(Shape):
     details: dict[str, Any]
     request_id: int | None = Field(description="The access request the event concerns, if any.")
     token_id: int | None = Field(description="The API token the change was made with, if any.")
+    channel: str | None = Field(description="Where a person made the change: web, api, slack or email "
+                                            "(none: Gatehouse itself).")
 
 
 class AuditLog(Shape):
