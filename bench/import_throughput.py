@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as cache_dir:
             overrides: dict[str, Any] = {
                 "database_url": url, "executor_id": "bench", "app_version": "bench", "log_level": "WARNING",
-                "import_cache_dir": Path(cache_dir), "queue_polling_interval": 0.05,
+                "import_cache_dir": Path(cache_dir), "queue_polling_interval": 0.05, "background_queue_polling_interval": 0.05,
                 "import_rate_limit": 1_000_000, "import_allowed_hosts": "127.0.0.1",
             }
             if args.concurrency:

@@ -696,6 +696,7 @@ def app_env(args: argparse.Namespace, url: str, port: int, webhook_url: str, smt
         EMAIL_CONCURRENCY=str(args.email_concurrency),
         OUTBOX_CONCURRENCY=str(OUTBOX_CONCURRENCY),
         QUEUE_POLLING_INTERVAL=str(args.queue_polling),
+        NOTIFY_QUEUE_POLLING_INTERVAL=str(args.queue_polling),
         SHUTDOWN_GRACE_SECONDS="3",  # requests abandoned after the window leave workflows waiting
     )
 

@@ -157,6 +157,8 @@ def settings(database_urls: tuple[str, str], tmp_path: Path) -> Settings:
         log_format="console",
         log_level="WARNING",
         queue_polling_interval=0.05,
+        notify_queue_polling_interval=0.05,
+        background_queue_polling_interval=0.05,
         agent_queue_polling_interval=0.05,
         import_allowed_hosts="127.0.0.1",  # the loopback randomuser server (tests/support)
         agent_allowed_hosts="127.0.0.1,::1,localhost",  # agents reach only what the tests start

@@ -78,7 +78,7 @@ def test_queues_show_their_stored_limits(admin: TestClient, settings: Settings) 
     assert listed["import"]["worker_concurrency"] == 1
     assert listed["email"]["limiter"] == {"limit": settings.email_rate_limit, "period": settings.email_rate_period}
     assert listed["outbox"]["limiter"] is None
-    assert listed["slack"]["polling_interval"] == settings.queue_polling_interval
+    assert listed["slack"]["polling_interval"] == settings.notify_queue_polling_interval
     assert all(q["waiting"] == 0 and q["oldest_id"] is None for q in listed.values())
 
     page = admin.get("/ops/queues")

@@ -31,6 +31,7 @@ def app_env(settings: Settings, **extra: str) -> dict[str, str]:
         "ENV": "development", "DATABASE_URL": settings.database_url,
         "DBOS_SYSTEM_DATABASE_URL": settings.system_database_url, "SECRET_KEY": TEST_SECRET,
         "LOG_LEVEL": "WARNING", "LOG_FORMAT": "console", "QUEUE_POLLING_INTERVAL": "0.05",
+        "NOTIFY_QUEUE_POLLING_INTERVAL": "0.05", "BACKGROUND_QUEUE_POLLING_INTERVAL": "0.05",
         "SHUTDOWN_GRACE_SECONDS": "0.5", "IMPORT_ALLOWED_HOSTS": settings.import_allowed_hosts,
         "AGENT_ALLOWED_HOSTS": settings.agent_allowed_hosts, **extra,
     })

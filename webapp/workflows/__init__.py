@@ -48,23 +48,29 @@ class QueueSpec:
     name: str
     worker_concurrency: int | None
     limiter: Any = None  # {"limit": n, "period": seconds} or None
+    # How often each process looks for work (each look is a few queries and a commit): short
+    # where a person waits, long for background work.
+    polling_interval: float = 0.2
 
 
-def _limited(name: str, concurrency: int, limit: int, period: float) -> QueueSpec:
-    return QueueSpec(name, concurrency, {"limit": limit, "period": period})
+def _limited(name: str, concurrency: int, limit: int, period: float, polling_interval: float) -> QueueSpec:
+    return QueueSpec(name, concurrency, {"limit": limit, "period": period}, polling_interval)
 
 
 def queue_specs(settings: Settings) -> list[QueueSpec]:
-    """Every queue the app uses, with limits from the settings."""
+    """Every queue the app uses, with limits and polling intervals from the settings."""
+    notify, background = settings.notify_queue_polling_interval, settings.background_queue_polling_interval
     return [
         _limited(notifications.SLACK.queue_name, settings.slack_concurrency, settings.slack_rate_limit,
-                 settings.slack_rate_period),
+                 settings.slack_rate_period, notify),
         _limited(notifications.EMAIL.queue_name, settings.email_concurrency, settings.email_rate_limit,
-                 settings.email_rate_period),
-        QueueSpec(notifications.OUTBOX.queue_name, settings.outbox_concurrency),
-        _limited(batches.QUEUE, settings.batch_concurrency, settings.batch_rate_limit, settings.batch_rate_period),
-        _limited(imports.QUEUE, settings.import_concurrency, settings.import_rate_limit, settings.import_rate_period),
-        QueueSpec(takeover.QUEUE, None),  # adopted workflows that had no queue of their own
+                 settings.email_rate_period, notify),
+        QueueSpec(notifications.OUTBOX.queue_name, settings.outbox_concurrency, polling_interval=notify),
+        _limited(batches.QUEUE, settings.batch_concurrency, settings.batch_rate_limit, settings.batch_rate_period,
+                 settings.queue_polling_interval),
+        _limited(imports.QUEUE, settings.import_concurrency, settings.import_rate_limit, settings.import_rate_period,
+                 background),
+        QueueSpec(takeover.QUEUE, None, polling_interval=background),  # adopted workflows that had no queue of their own
     ]
 
 
@@ -95,7 +101,7 @@ def register(settings: Settings, database: Database | None = None, *, only: Iter
     for queue in queue_specs(settings):
         if wanted is None or queue.name in wanted:
             DBOS.register_queue(queue.name, worker_concurrency=queue.worker_concurrency, limiter=queue.limiter,
-                                polling_interval_sec=settings.queue_polling_interval, on_conflict="always_update")
+                                polling_interval_sec=queue.polling_interval, on_conflict="always_update")
     if wanted is None:
         DBOS.apply_schedules(schedule_specs(settings))
         runtime.key_unpartitioned(AGENT_QUEUE_PREFIX)  # attempts enqueued before agent queues were partitioned
