@@ -22,7 +22,9 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -39,16 +41,18 @@ from sqlalchemy.engine import make_url
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from served_app import ServedApp, cpu_seconds  # noqa: E402
+from served_app import ServedApp, cpu_seconds, free_port  # noqa: E402
 
 from webapp.core.db import Database  # noqa: E402
 from webapp.core.migrate import upgrade  # noqa: E402
 from webapp.core.models import AccessRequest, Resource, ResourceApprover, utcnow  # noqa: E402
 from webapp.services.accounts import create_user  # noqa: E402
 from webapp.services.audit import NOTIFY_CHANNEL, record_event  # noqa: E402
-from webapp.services.identity import Principal, issue_token  # noqa: E402
+from webapp.services.identity import Principal  # noqa: E402
+from webapp.services.tokens import issue_token  # noqa: E402
 
 SERVER = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432")
+SETTLE_SECONDS = float(os.environ.get("BENCH_SETTLE_SECONDS", "5"))
 
 
 def url_for(database: str) -> str:
@@ -77,42 +81,56 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def prepare(url: str) -> tuple[str, int]:
-    """An admin with a token, and one pending request: (token, request id)."""
+def prepare(url: str, people: int, *, all_admins: bool = False) -> tuple[list[str], int]:
+    """`people` who may all see one pending request, each with a token of their own (a live
+    stream is per person: one each), and the request: (tokens, request id). One in ten is an
+    approver of the resource, the rest are admins (all, with `all_admins`): two audiences."""
     upgrade(url)
     database = Database(url)
     try:
         with database.session() as session:
-            admin = create_user(session, email="bench@example.test", name="Bench Admin", password=None, role="admin")
             member = create_user(session, email="mo@example.test", name="Mo Member", password=None, role="member")
             resource = Resource(name="bench-db", kind="database")
             session.add(resource)
             session.flush()
-            session.add(ResourceApprover(resource_id=resource.id, user_id=admin.id))  # type: ignore[arg-type]
+            tokens = []
+            for n in range(people):
+                role = "admin" if n % 10 or all_admins else "approver"
+                person = create_user(session, email=f"viewer{n}@example.test", name=f"Viewer {n}", password=None,
+                                     role=role)
+                if role == "approver":
+                    session.add(ResourceApprover(resource_id=resource.id, user_id=person.id))  # type: ignore[arg-type]
+                issuer = Principal(person.id, person.email, person.name, person.role)  # type: ignore[arg-type]
+                tokens.append(issue_token(session, user=person, name="bench", issued_by=issuer, now=utcnow())[1])
             request = AccessRequest(requester_id=member.id, resource_id=resource.id,  # type: ignore[arg-type]
                                     reason="Benchmarking the live feed.", workflow_id="bench-live")
             session.add(request)
             session.flush()
-            issuer = Principal(admin.id, admin.email, admin.name, admin.role)  # type: ignore[arg-type]
-            _, token = issue_token(session, user=admin, name="bench", issued_by=issuer, now=utcnow())
-            return token, request.id  # type: ignore[return-value]
+            return tokens, request.id  # type: ignore[return-value]
     finally:
         database.dispose()
 
 
 class Arrivals:
-    """When each client saw each audit id."""
+    """When each client saw each audit id, and how many bytes of events they read."""
 
     def __init__(self) -> None:
         self.seen: dict[int, list[float]] = {}
         self.connected = 0
         self.failures: list[str] = []
+        self.bytes = 0
 
     def add(self, event_id: int) -> None:
         self.seen.setdefault(event_id, []).append(time.time())
 
 
+ID_LINE = re.compile(rb"^id: ?(\d+)\r?$", re.M)
+
+
 async def sse_client(client: httpx.AsyncClient, url: str, token: str, arrivals: Arrivals, stop: asyncio.Event) -> None:
+    """One browser tab: notes when each event's id line arrives. Reads raw chunks and finds the
+    id lines with a regular expression, so the client's own cost hardly depends on how many
+    lines an event has (a line-by-line reader made 1,000 clients the bottleneck)."""
     headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
     try:
         async with client.stream("GET", f"{url}/events", headers=headers) as response:
@@ -120,9 +138,14 @@ async def sse_client(client: httpx.AsyncClient, url: str, token: str, arrivals: 
                 arrivals.failures.append(f"HTTP {response.status_code}")
                 return
             arrivals.connected += 1
-            async for line in response.aiter_lines():
-                if line.startswith("id:"):
-                    arrivals.add(int(line[3:].strip()))
+            pending = b""
+            async for chunk in response.aiter_raw():
+                arrivals.bytes += len(chunk)
+                pending += chunk
+                end = pending.rfind(b"\n") + 1  # scan whole lines only; keep the rest for the next chunk
+                for match in ID_LINE.finditer(pending, 0, end):
+                    arrivals.add(int(match[1]))
+                pending = pending[end:]
                 if stop.is_set():
                     return
     except (httpx.HTTPError, asyncio.CancelledError) as error:
@@ -160,7 +183,35 @@ def write_changes(url: str, request_id: int, count: int, rate: float) -> dict[in
     return committed
 
 
-async def measure(apps: list[ServedApp], token: str, url: str, request_id: int, clients: int, changes: int,
+class BareServer:
+    """bench/bare_sse.py in its own process: the fan-out floor."""
+
+    def __init__(self, url: str, payload: int, workdir: Path) -> None:
+        self.base_url = f"http://127.0.0.1:{free_port()}"
+        self.log = (workdir / "bare.log").open("w")
+        self.proc = subprocess.Popen([sys.executable, str(REPO / "bench" / "bare_sse.py"), "--port",
+                                      self.base_url.rsplit(":", 1)[1], "--database-url", url, "--payload",
+                                      str(payload)], stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise SystemExit(f"the bare server did not start:\n{Path(self.log.name).read_text()[-3000:]}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+        self.log.close()
+
+
+async def measure(apps: list[Any], tokens: list[str], url: str, request_id: int, clients: int, changes: int,
                   rate: float) -> dict[str, Any]:
     arrivals, baseline = Arrivals(), Arrivals()
     stop = asyncio.Event()
@@ -169,13 +220,14 @@ async def measure(apps: list[ServedApp], token: str, url: str, request_id: int, 
     listener = threading.Thread(target=notify_listener, args=(url, baseline, listener_ready, listener_stop))
     listener.start()
     async with httpx.AsyncClient(timeout=httpx.Timeout(60, read=None), limits=limits) as client:
-        tasks = [asyncio.create_task(sse_client(client, apps[i % len(apps)].base_url, token, arrivals, stop))
+        tasks = [asyncio.create_task(sse_client(client, apps[i % len(apps)].base_url, tokens[i % len(tokens)],
+                                                      arrivals, stop))
                  for i in range(clients)]
         deadline = time.monotonic() + 60
         while arrivals.connected + len(arrivals.failures) < clients and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         listener_ready.wait(10)
-        await asyncio.sleep(1.0)  # let every stream reach its live tail
+        await asyncio.sleep(SETTLE_SECONDS)  # let every stream reach its live tail, and the server settle
         peak_rss = {app.proc.pid: rss_mb(app.proc.pid) for app in apps}
         sampling = True
 
@@ -210,7 +262,9 @@ async def measure(apps: list[ServedApp], token: str, url: str, request_id: int, 
     baseline_times = sorted(baseline.seen.get(-1, []))
     commit_times = sorted(committed.values())
     floor = [b - c for b, c in zip(baseline_times, commit_times, strict=False)]  # in commit order
+    per_event = arrivals.bytes / max(1, len(latencies))
     return {"clients": clients, "connected": arrivals.connected, "failures": arrivals.failures[:5],
+            "bytes_per_event": round(per_event),
             "changes": len(committed), "delivered": len(latencies), "expected": expected,
             "app": summary(latencies) if latencies else None, "notify_floor": summary(floor) if floor else None,
             "server_rss_mb": {str(pid): round(mb, 1) for pid, mb in peak_rss.items()},
@@ -232,7 +286,17 @@ def report(mode: str, result: dict[str, Any]) -> None:
               f"p95 {app['p95_ms'] - floor['p95_ms']:+.1f} ms, p99 {app['p99_ms'] - floor['p99_ms']:+.1f} ms")
     print(f"  peak server RSS: {', '.join(f'{mb} MB' for mb in result['server_rss_mb'].values())}; "
           f"CPU (% of one core) server {', '.join(f'{c}%' for c in result['server_cpu_percent'].values())}, "
-          f"this client {result['client_cpu_percent']}%")
+          f"this client {result['client_cpu_percent']}%; {result['bytes_per_event']} bytes per event and client")
+    bare = result.get("bare")
+    if bare and bare["app"] and app:
+        b = bare["app"]
+        print(f"  bare sse-starlette broadcast, same clients and bytes: p50 {b['p50_ms']:7.1f} ms  p95 "
+              f"{b['p95_ms']:7.1f} ms  p99 {b['p99_ms']:7.1f} ms ({bare['delivered']}/{bare['expected']} delivered; "
+              f"server {', '.join(f'{c}%' for c in bare['server_cpu_percent'].values())} CPU, "
+              f"{', '.join(f'{mb} MB' for mb in bare['server_rss_mb'].values())})")
+        ratio = app["p99_ms"] / b["p99_ms"]
+        result["p99_ratio_to_bare"] = round(ratio, 2)
+        print(f"  app p99 / bare p99 = {ratio:.2f} (aim <= 2)")
 
 
 def main() -> int:
@@ -242,6 +306,8 @@ def main() -> int:
     parser.add_argument("--changes", type=int)
     parser.add_argument("--rate", type=float, default=20.0, help="changes per second")
     parser.add_argument("--json", action="store_true", help="also write bench/results/live_feed_<mode>.json")
+    parser.add_argument("--all-admins", action="store_true", help="every client an admin: one audience")
+    parser.add_argument("--profile", metavar="DIR", help="write a cProfile of each app process's event loop there")
     args = parser.parse_args()
     processes = 2 if args.mode == "latency" else 1
     clients = args.clients or (20 if args.mode == "latency" else 1000)
@@ -253,14 +319,20 @@ def main() -> int:
     url = url_for(name)
     apps: list[ServedApp] = []
     try:
-        token, request_id = prepare(url)
+        tokens, request_id = prepare(url, clients, all_admins=args.all_admins)
         with tempfile.TemporaryDirectory() as workdir:
             for n in range(processes):
-                apps.append(ServedApp(url, f"bench-live-{n}", Path(workdir)))
-            result = asyncio.run(measure(apps, token, url, request_id, clients, changes, rate))
+                profile = {"GATEHOUSE_PROFILE": str(Path(args.profile).resolve() / f"live_{args.mode}_{n}.prof")} \
+                    if args.profile else None
+                apps.append(ServedApp(url, f"bench-live-{n}", Path(workdir), extra=profile))
+            result = asyncio.run(measure(apps, tokens, url, request_id, clients, changes, rate))
             for app in apps:
                 app.stop()
             apps.clear()
+            if args.mode == "fanout":  # the floor: a bare broadcast of as many bytes, to the same clients
+                apps.append(BareServer(url, result["bytes_per_event"], Path(workdir)))
+                result["bare"] = asyncio.run(measure(apps, tokens, url, request_id, clients, changes, rate))
+                apps.pop().stop()
     finally:
         for app in apps:
             app.stop()

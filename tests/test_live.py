@@ -292,3 +292,46 @@ def test_a_manual_tasks_assignee_hears_that_tasks_moved_and_nothing_more(  # typ
     listener.join(15)
     assert [(e.name, e.text) for e in heard if e.name not in ("counters", None)] == [("tasks", "grant.created")]
     assert all(e.id is None for e in heard), "no audit entry: the request is not theirs to see"
+
+
+# Fan-out (issue 16): work is done once per audience, not once per connection ----------------------
+
+def test_one_audience_shares_one_rendering_and_admins_share_counters(app, database: Database, request_of,  # type: ignore[no-untyped-def]
+                                                                      people) -> None:
+    from webapp.live.counters import CounterCache
+    from webapp.web.live_messages import encoded
+    from webapp.web.rendering import create_templates
+
+    request_id = request_of["member"]
+    with database.session() as session:  # a second approver of the resource: the same audience
+        resource_id = session.get_one(AccessRequest, request_id).resource_id
+        session.add(ResourceApprover(resource_id=resource_id, user_id=people["approver2"].id))
+    event_id = write(database, f"request:{request_id}", "request.submitted")
+    [event] = load_events(database, after=event_id - 1)
+    env = create_templates().env
+    approver, second = (Principal(p.id, p.email, p.name, p.role) for p in (people["approver"], people["approver2"]))
+    first = encoded(env, {"csrf_token": "token-of-the-first", "viewer_tz": None}, event, approver)
+    other = encoded(env, {"csrf_token": "token-of-the-second", "viewer_tz": None}, event, second)
+    assert b"token-of-the-first" in first and b"token-of-the-second" in other
+    assert first.replace(b"token-of-the-first", b"token-of-the-second") == other, "one audience, one rendering"
+    def renderings() -> int:
+        return len([key for key in event.rendered if isinstance(key, tuple) and key[0] == "encoded"])
+
+    assert renderings() == 1
+    requester = people["member"]
+    mine = encoded(env, {"csrf_token": "t", "viewer_tz": None}, event, Principal(requester.id, requester.email,
+                                                                                 requester.name, requester.role))
+    assert b"Cancel" in mine and b"Cancel" not in first and renderings() == 2
+
+    loads: list[int] = []
+    cache = CounterCache(database)
+    original = cache._load
+    cache._load = lambda principal: loads.append(principal.id) or original(principal)  # type: ignore[method-assign]
+    admins = [Principal(people["admin"].id, "a@example.com", "A", "admin"), Principal(99, "b@example.com", "B", "admin")]
+
+    async def count_for_everyone() -> list[str]:
+        return [await cache.html(p, event_id, lambda c: str(c.pending)) for p in (*admins, approver, second)]
+
+    import asyncio
+    assert len(asyncio.run(count_for_everyone())) == 4
+    assert sorted(loads) == sorted([admins[0].id, approver.id, second.id]), "admins share one count"

@@ -13,6 +13,8 @@ import fcntl
 import os
 import socket
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -91,8 +93,32 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     )
     # A worker of `serve` with WORKERS > 1 listens on the socket its supervisor bound.
     sockets = [socket.socket(fileno=args.fd)] if args.fd is not None else None
-    uvicorn.Server(config).run(sockets=sockets)
+    with cpu_profile(os.environ.get("GATEHOUSE_PROFILE")):
+        uvicorn.Server(config).run(sockets=sockets)
     leave(0)
+
+
+@contextmanager
+def cpu_profile(path: str | None) -> Iterator[None]:
+    """With GATEHOUSE_PROFILE=<file>, a cProfile of the event loop's thread (requests, streams,
+    the live feed; not DBOS's threads), written there when the server stops: the benchmarks'
+    profiles (bench/README.md) come from it."""
+    if not path:
+        yield
+        return
+    import cProfile
+    import signal
+
+    # uvicorn re-raises the SIGTERM that stopped it once it is done, which would end the
+    # process before the profile is written: with this handler in place, the signal is spent.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        yield
+    finally:
+        profiler.disable()
+        profiler.dump_stats(path)
 
 
 def add_command(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

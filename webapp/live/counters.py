@@ -1,4 +1,4 @@
-"""The dashboard counters for the live feed, computed once per person per change.
+"""The dashboard counters for the live feed, computed once per person (once for all admins) per change.
 
 Counters are scoped to what each person may see (webapp.services.overview), so they cannot be
 rendered from the audit event alone as rows and toasts are. Each process keeps the last
@@ -21,17 +21,23 @@ from webapp.services.identity import Principal
 from webapp.services.overview import Counters, load_counters
 
 
+def scope(principal: Principal) -> int | str:
+    """Whose counters these are: every admin sees everything, so admins share theirs; anyone
+    else sees their own requests and those of the resources they approve."""
+    return "admins" if principal.is_admin else principal.id
+
+
 class CounterCache:
     def __init__(self, database: Database, size: int = 1000) -> None:
         self.database = database
         self.size = size
-        self._counters: OrderedDict[tuple[int, int], Counters] = OrderedDict()
-        self._locks: dict[tuple[int, int], asyncio.Lock] = {}
-        self._html: OrderedDict[tuple[int, int], str] = OrderedDict()
+        self._counters: OrderedDict[tuple[int | str, int], Counters] = OrderedDict()
+        self._locks: dict[tuple[int | str, int], asyncio.Lock] = {}
+        self._html: OrderedDict[tuple[int | str, int], str] = OrderedDict()
 
     async def html(self, principal: Principal, as_of: int, render: Callable[[Counters], str]) -> str:
-        """The counters as rendered by `render`, once per person and audit id like the counts."""
-        key = (principal.id, as_of)
+        """The counters as rendered by `render`, once per scope and audit id like the counts."""
+        key = (scope(principal), as_of)
         if key not in self._html:
             self._html[key] = render(await self.get(principal, as_of))
             while len(self._html) > self.size:
@@ -40,7 +46,7 @@ class CounterCache:
 
     async def get(self, principal: Principal, as_of: int) -> Counters:
         """`principal`'s counters as of audit id `as_of` (or later)."""
-        key = (principal.id, as_of)
+        key = (scope(principal), as_of)
         if key in self._counters:
             return self._counters[key]
         lock = self._locks.setdefault(key, asyncio.Lock())

@@ -4,13 +4,14 @@ Each event is an audit row the viewer may see, sent as a few messages (the chang
 row, a toast, the activity entry: webapp/web/live_messages.py) of which the last carries
 the audit id as SSE id, so a browser that reconnects with `Last-Event-ID` first gets what
 it missed from the table, in order, then the live tail. After a burst of changes to
-requests or grants the viewer's dashboard counters follow (webapp/live/counters.py). The
-stream ends cleanly when the server shuts down (webapp/web/streams.py), and browsers reconnect (to another
-process, behind a load balancer).
+requests or grants the viewer's dashboard counters follow (webapp/live/counters.py), at most
+every COUNTERS_SECONDS. The stream ends cleanly when the server shuts down
+(webapp/web/streams.py), and browsers reconnect (to another process, behind a load balancer).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from sse_starlette import ServerSentEvent
@@ -21,14 +22,18 @@ from starlette.responses import Response
 from webapp.core.background import in_thread
 from webapp.core.forms import plain_int
 from webapp.core.ratelimit import SlidingWindowLimiter
-from webapp.live.feed import BATCH, FeedEvent, latest_event_id, load_events
+from webapp.live.feed import BATCH, latest_event_id, load_events
 from webapp.services.access import viewer
 from webapp.services.identity import Principal
 from webapp.services.overview import Counters
-from webapp.web.live_messages import COUNTED, messages, tasks_nudge
+from webapp.web.live_messages import COUNTED, encoded, tasks_nudge
 from webapp.web.rendering import render_block, request_context
 from webapp.web.security import Access, current_principal, guarded_route
 from webapp.web.streams import live_stream
+
+# A stream sends the viewer's counters after a burst of changes, and at most this often: each
+# sending counts what the viewer may see (per person but for admins, webapp.live.counters).
+COUNTERS_SECONDS = 2.0
 
 
 def last_event_id(request: Request) -> int | None:
@@ -43,9 +48,6 @@ async def _counters(request: Request, principal: Principal, as_of: int) -> Serve
 
     return ServerSentEvent(data=await request.app.state.counters.html(principal, as_of, as_html), event="counters")
 
-
-def _render(request: Request, event: FeedEvent, principal: Principal) -> list[ServerSentEvent]:
-    return messages(request.app.state.templates.env, request_context(request), event, principal)
 
 
 def connect_limiter(request: Request) -> SlidingWindowLimiter:
@@ -73,7 +75,11 @@ async def events(request: Request) -> Response:
     resume_after = last_event_id(request)
     subscription = feed.subscribe(owner=principal.id)  # before the replay, so nothing falls between the two
 
-    async def stream() -> AsyncIterator[ServerSentEvent]:
+    env = request.app.state.templates.env
+    context = request_context(request)  # the viewer's zone and CSRF token, for the whole stream
+
+    async def stream() -> AsyncIterator[ServerSentEvent | bytes]:
+        loop = asyncio.get_running_loop()
         replayed: set[int] = set()
         try:
             cursor = resume_after
@@ -88,17 +94,23 @@ async def events(request: Request) -> Response:
                 backlog = await in_thread(load_events, database, after=cursor, viewer=seen_by)
                 for event in backlog:
                     replayed.add(event.id)
-                    for message in _render(request, event, principal):
-                        yield message
+                    yield encoded(env, context, event, principal)
                 cursor = backlog[-1].id if len(backlog) == BATCH else None
             counted_up_to = None  # the last event that may have moved this viewer's counters
+            counters_due = 0.0  # when this stream may send counters again (loop time)
             while True:
+                wait = None
                 if counted_up_to is not None and subscription.queue.empty():  # the end of a burst
-                    yield await _counters(request, principal, counted_up_to)
-                    counted_up_to = None
+                    wait = counters_due - loop.time()
+                    if wait <= 0:
+                        yield await _counters(request, principal, counted_up_to)
+                        counted_up_to, counters_due, wait = None, loop.time() + COUNTERS_SECONDS, None
                 if subscription.dropped and subscription.queue.empty():
                     return  # fell behind and was dropped: the browser reconnects and replays
-                event = await subscription.queue.get()
+                try:
+                    event = await asyncio.wait_for(subscription.queue.get(), wait)
+                except TimeoutError:
+                    continue  # the counters are due
                 if event is None:  # the server is shutting down, or this person opened too many streams
                     return
                 if event.id in replayed:
@@ -107,8 +119,7 @@ async def events(request: Request) -> Response:
                     if principal.id in event.task_audience and event.moves_tasks:
                         yield tasks_nudge(event)
                     continue
-                for message in _render(request, event, principal):
-                    yield message
+                yield encoded(env, context, event, principal)
                 if event.action.startswith(COUNTED):
                     counted_up_to = event.id
         finally:

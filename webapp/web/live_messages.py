@@ -18,9 +18,11 @@ and for every event they may see, last, the one that carries the SSE id:
   `audit`      an entry of the activity list
 Only the last message has an id, so a browser that reconnects halfway through an event gets
 the whole of it again from Last-Event-ID. Everything is rendered from the event, which the
-process loaded once for all its subscribers: no query per viewer. And each distinct piece of
-HTML is rendered once per event (kept on the event): viewers differ only in the buttons they
-get and in their CSRF token, which is put into the shared HTML by a string replacement.
+process loaded once for all its subscribers: no query per viewer. What a viewer gets depends
+only on their audience (`audience_key`: their role, zone, and whether they asked, approve,
+approved or did it), so the messages are rendered and encoded once per audience and event
+(`encoded`, kept on the event) and written as one chunk; viewers of one audience differ only
+in their CSRF token, put into the shared bytes by a replacement.
 """
 
 from __future__ import annotations
@@ -109,6 +111,28 @@ def messages(env: Environment, context: dict[str, Any], event: FeedEvent, princi
     out.append(ServerSentEvent(data=_shared(env, event, ("activity", tz), "activity", viewer_tz=tz), event="audit",
                                id=str(event.id)))
     return out
+
+
+def audience_key(event: FeedEvent, principal: Principal, tz: Any) -> tuple[Any, ...]:
+    """Everything about a viewer that `messages` reads: viewers with the same key get the same
+    messages (but for their CSRF token)."""
+    return (principal.role, principal.service, tz, event.row is not None and principal.id == event.row.requester_id,
+            principal.id in event.approvers, principal.id in event.approved_by, principal.id == event.actor_id)
+
+
+CSRF_SLOT_BYTES = CSRF_SLOT.encode()
+
+
+def encoded(env: Environment, context: dict[str, Any], event: FeedEvent, principal: Principal) -> bytes:
+    """`messages`, encoded as one chunk of the stream: rendered and encoded once per audience."""
+    key = ("encoded", audience_key(event, principal, context.get("viewer_tz")))
+    chunk = event.rendered.get(key)
+    if chunk is None:
+        shared = messages(env, {**context, "csrf_token": CSRF_SLOT}, event, principal)
+        chunk = event.rendered[key] = b"".join(message.encode() for message in shared)
+    if CSRF_SLOT_BYTES in chunk:
+        return chunk.replace(CSRF_SLOT_BYTES, context.get("csrf_token", "").encode())
+    return chunk
 
 
 def tasks_nudge(event: FeedEvent) -> ServerSentEvent:

@@ -83,6 +83,9 @@ def create_templates() -> Jinja2Blocks:
     templates.env.globals.update(when=_when, icon=icon)
     templates.env.trim_blocks = True
     templates.env.lstrip_blocks = True
+    # Templates are read once per process: checking each file's time at every render cost a
+    # stat call per template per page, and per stream on the live feed (restart to see edits).
+    templates.env.auto_reload = False
     return templates
 
 

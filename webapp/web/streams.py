@@ -21,7 +21,7 @@ SEND_TIMEOUT_SECONDS = 10  # a client that does not read for this long is cut of
 SHUTDOWN_GRACE_SECONDS = 2.0  # how long a stream has to end by itself once the server stops
 
 
-def live_stream(events: AsyncIterator[ServerSentEvent], *, feed: AuditFeed,
+def live_stream(events: AsyncIterator[ServerSentEvent | bytes], *, feed: AuditFeed,
                 subscription: Subscription) -> EventSourceResponse:
     """`events` as an SSE response; on shutdown `subscription` is closed, which must make
     `events` return."""
