@@ -41,7 +41,7 @@ from sqlalchemy.engine import make_url
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from served_app import ServedApp, cpu_seconds, free_port  # noqa: E402
+from served_app import ServedApp, cpu_seconds, free_port, wait_until_ready  # noqa: E402
 
 from webapp.core.db import Database  # noqa: E402
 from webapp.core.migrate import upgrade  # noqa: E402
@@ -192,17 +192,7 @@ class BareServer:
         self.proc = subprocess.Popen([sys.executable, str(REPO / "bench" / "bare_sse.py"), "--port",
                                       self.base_url.rsplit(":", 1)[1], "--database-url", url, "--payload",
                                       str(payload)], stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise SystemExit(f"the bare server did not start:\n{Path(self.log.name).read_text()[-3000:]}")
-            time.sleep(0.1)
+        wait_until_ready(self, "the bare server", 30)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -35,6 +36,22 @@ def status_kb(pid: int | str, field: str) -> int:
     raise KeyError(field)
 
 
+def wait_until_ready(server: ServedApp | Any, name: str, seconds: float = READY_SECONDS) -> None:
+    """Until `server` (with base_url, proc, log and stop()) answers /readyz; else stop it and
+    say why, with the end of its log."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(f"{server.base_url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if server.proc.poll() is not None or time.monotonic() > deadline:
+            server.stop()
+            raise SystemExit(f"{name} did not start:\n{Path(server.log.name).read_text()[-3000:]}")
+        time.sleep(0.1)
+
+
 class ServedApp:
     """The app under test, started with only the settings given (plus quiet logging), ready
     when /readyz answers 200; `stop()` sends SIGTERM as a process manager would."""
@@ -52,17 +69,7 @@ class ServedApp:
         self.proc = subprocess.Popen([sys.executable, "-m", "webapp", "serve", "--host", "127.0.0.1",
                                       "--port", self.base_url.rsplit(":", 1)[1]], env=env, cwd=workdir,
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + READY_SECONDS
-        while True:
-            try:
-                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise SystemExit(f"{executor_id} did not start:\n{Path(self.log.name).read_text()[-3000:]}")
-            time.sleep(0.1)
+        wait_until_ready(self, executor_id)
 
     @property
     def http(self) -> httpx.Client:

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -149,59 +150,60 @@ class _Forms(HTMLParser):
             self.alerts.append(data.strip())
 
 
-def sign_in_headless(authorize_url: str, login: str, password: str = "any") -> str:
-    """Sign in at the provider as a browser would, without one: follow the provider's redirects,
-    fill in its login form, and return the URL it finally sends the browser to outside itself
-    (the relying party's redirect URI, with `code` and `state`), without requesting it.
-    Raises LoginRefused if the provider shows its login form again instead."""
+def _browse(authorize_url: str, act: Callable[[httpx.Client, httpx.Response], httpx.Response]) -> str:
+    """Open the authorize URL as a browser without JavaScript would, follow the provider's own
+    redirects, let `act` answer each page it shows, and return the first URL it sends the
+    browser to outside itself (the relying party's redirect URI), without requesting it."""
     provider = urlsplit(authorize_url)[:2]
-    submitted = False
     with httpx.Client(timeout=10, follow_redirects=False) as browser:
         answer = browser.get(authorize_url)
         for _ in range(20):
-            if answer.is_redirect:
-                target = urljoin(str(answer.url), answer.headers["location"])
-                if urlsplit(target)[:2] != provider:
-                    return target
-                answer = browser.get(target)
+            if not answer.is_redirect:
+                answer = act(browser, answer)
                 continue
-            page = _Forms()
-            page.feed(answer.text)
-            login_forms = [f for f in page.forms if any(i.get("type") == "password" for i in f["inputs"])]
-            if submitted and login_forms:
-                why = "; ".join(page.alerts) or f"HTTP {answer.status_code}"
-                raise LoginRefused(f"the OpenID provider refused login {login!r}: {why}")
-            if not login_forms:
-                raise AssertionError(f"expected the provider's login form at {answer.url}, got HTTP "
-                                     f"{answer.status_code}:\n{answer.text[:2000]}")
-            form = login_forms[0]
-            fields: dict[str, str] = {}
-            for field in form["inputs"]:
-                kind = field.get("type", "text")
-                fields[field["name"]] = password if kind == "password" else login if kind in ("text", "email") \
-                    else field.get("value", "")
-            action = urljoin(str(answer.url), form["action"])
-            answer = (browser.post(action, data=fields) if form["method"] == "post"
-                      else browser.get(action, params=fields))
-            submitted = True
+            target = urljoin(str(answer.url), answer.headers["location"])
+            if urlsplit(target)[:2] != provider:
+                return target
+            answer = browser.get(target)
     raise AssertionError(f"the provider redirected too many times, last at {answer.url}")
+
+
+def sign_in_headless(authorize_url: str, login: str, password: str = "any") -> str:
+    """Sign in at the provider through its own login form; returns the redirect URI it sends the
+    browser back to (with `code` and `state`). LoginRefused if it shows the form again instead."""
+    submitted = False
+
+    def fill_in(browser: httpx.Client, answer: httpx.Response) -> httpx.Response:
+        nonlocal submitted
+        page = _Forms()
+        page.feed(answer.text)
+        login_forms = [f for f in page.forms if any(i.get("type") == "password" for i in f["inputs"])]
+        if submitted and login_forms:
+            why = "; ".join(page.alerts) or f"HTTP {answer.status_code}"
+            raise LoginRefused(f"the OpenID provider refused login {login!r}: {why}")
+        if not login_forms:
+            raise AssertionError(f"expected the provider's login form at {answer.url}, got HTTP "
+                                 f"{answer.status_code}:\n{answer.text[:2000]}")
+        form = login_forms[0]
+        fields: dict[str, str] = {}
+        for field in form["inputs"]:
+            kind = field.get("type", "text")
+            fields[field["name"]] = password if kind == "password" else login if kind in ("text", "email") \
+                else field.get("value", "")
+        action = urljoin(str(answer.url), form["action"])
+        submitted = True
+        return browser.post(action, data=fields) if form["method"] == "post" else browser.get(action, params=fields)
+
+    return _browse(authorize_url, fill_in)
 
 
 def cancel_headless(authorize_url: str) -> str:
-    """Go to the provider's login page and press its Cancel link instead of signing in; returns
-    where the provider then sends the browser (the redirect URI, with error=access_denied)."""
-    provider = urlsplit(authorize_url)[:2]
-    with httpx.Client(timeout=10, follow_redirects=False) as browser:
-        answer = browser.get(authorize_url)
-        for _ in range(20):
-            if answer.is_redirect:
-                target = urljoin(str(answer.url), answer.headers["location"])
-                if urlsplit(target)[:2] != provider:
-                    return target
-                answer = browser.get(target)
-                continue
-            aborts = re.findall(r'href="([^"]*/abort[^"]*)"', answer.text)
-            if not aborts:
-                raise AssertionError(f"no cancel link on the provider's page at {answer.url}")
-            answer = browser.get(urljoin(str(answer.url), aborts[0]))
-    raise AssertionError(f"the provider redirected too many times, last at {answer.url}")
+    """Press the provider's Cancel link instead of signing in; returns where the provider then
+    sends the browser (the redirect URI, with error=access_denied)."""
+    def cancel(browser: httpx.Client, answer: httpx.Response) -> httpx.Response:
+        aborts = re.findall(r'href="([^"]*/abort[^"]*)"', answer.text)
+        if not aborts:
+            raise AssertionError(f"no cancel link on the provider's page at {answer.url}")
+        return browser.get(urljoin(str(answer.url), aborts[0]))
+
+    return _browse(authorize_url, cancel)
