@@ -49,7 +49,6 @@ async def _counters(request: Request, principal: Principal, as_of: int) -> Serve
     return ServerSentEvent(data=await request.app.state.counters.html(principal, as_of, as_html), event="counters")
 
 
-
 def connect_limiter(request: Request) -> SlidingWindowLimiter:
     state = request.app.state
     if not hasattr(state, "connect_limiter"):

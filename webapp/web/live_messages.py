@@ -88,14 +88,14 @@ def toast_for(event: FeedEvent, principal: Principal) -> Toast | None:
     return None if said is None else Toast(*said, url=row.url)
 
 
-def messages(env: Environment, context: dict[str, Any], event: FeedEvent, principal: Principal) -> list[ServerSentEvent]:
-    """The SSE messages for one event and one viewer who may see it, id-bearing one last."""
+def messages(env: Environment, tz: Any, event: FeedEvent, principal: Principal) -> list[ServerSentEvent]:
+    """The SSE messages for one event and one viewer who may see it, id-bearing one last, with
+    CSRF_SLOT where the viewer's CSRF token goes (`encoded` puts it there). Times are shown in
+    the viewer's zone `tz`: one rendering per zone."""
     out: list[ServerSentEvent] = []
-    tz = context.get("viewer_tz")  # times are shown in the viewer's zone: one rendering per zone
     if event.row is not None:
         actions = row_actions(event, principal)
         row_html = _shared(env, event, ("row", actions, tz), "row", row=event.row.for_viewer(actions), viewer_tz=tz)
-        row_html = row_html.replace(CSRF_SLOT, context.get("csrf_token", ""))
         out.append(ServerSentEvent(data=row_html, event=f"row-{event.row.id}"))
         if event.action == Action.REQUEST_SUBMITTED:
             out.append(ServerSentEvent(data=row_html, event="new-row"))
@@ -125,10 +125,11 @@ CSRF_SLOT_BYTES = CSRF_SLOT.encode()
 
 def encoded(env: Environment, context: dict[str, Any], event: FeedEvent, principal: Principal) -> bytes:
     """`messages`, encoded as one chunk of the stream: rendered and encoded once per audience."""
-    key = ("encoded", audience_key(event, principal, context.get("viewer_tz")))
+    tz = context.get("viewer_tz")
+    key = ("encoded", audience_key(event, principal, tz))
     chunk = event.rendered.get(key)
     if chunk is None:
-        shared = messages(env, {**context, "csrf_token": CSRF_SLOT}, event, principal)
+        shared = messages(env, tz, event, principal)
         chunk = event.rendered[key] = b"".join(message.encode() for message in shared)
     if CSRF_SLOT_BYTES in chunk:
         return chunk.replace(CSRF_SLOT_BYTES, context.get("csrf_token", "").encode())
