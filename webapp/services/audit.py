@@ -14,7 +14,7 @@ and wrap their steps the same way, so a recovered workflow still names them.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from datetime import datetime
 from enum import StrEnum
@@ -41,6 +41,13 @@ def acting_through(token_id: int | None, channel: Via | None = None) -> Iterator
         yield
     finally:
         _acting.reset(reset)
+
+
+def acting_person(token_id: int | None, actor_id: int | None) -> AbstractContextManager[None]:
+    """`acting_through` for a change a person asked for through the pages or the API (a revoke,
+    an import), whose channel was not carried: the web, or the API when a token was used; a
+    change with no person behind it names neither."""
+    return acting_through(token_id, None if actor_id is None else "web")
 
 
 def acting_token() -> int | None:
@@ -149,6 +156,7 @@ def record_event(
 ) -> AuditEvent:
     """Write one audit row. `at`: when it happened, for history written after the fact (the demo
     seed); every live change is recorded at the moment it is made."""
+    token_id, channel = _acting.get()
     event = AuditEvent(
         at=at or utcnow(),
         actor=actor,
@@ -157,8 +165,8 @@ def record_event(
         subject=subject,
         details=details or {},
         request_id=request_of(session, subject),
-        token_id=_acting.get()[0],
-        channel=_acting.get()[1],
+        token_id=token_id,
+        channel=channel,
     )
     session.add(event)
     session.flush()

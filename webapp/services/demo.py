@@ -37,7 +37,7 @@ from webapp.core.models import (
     utcnow,
 )
 from webapp.core.passwords import hash_password
-from webapp.services.audit import Action, acting_through, record_event
+from webapp.services.audit import Action, acting_person, record_event
 from webapp.services.demo_receiver import DEMO_SECRET_ENV
 from webapp.services.demo_receiver import PATH as DEMO_RECEIVER_PATH
 
@@ -141,7 +141,7 @@ class _History:
 
     def write(self, session: Session) -> None:
         for row in sorted(self.rows, key=lambda r: r["at"]):
-            with acting_through(None, None if row.get("actor_id") is None else "web"):  # people used the pages
+            with acting_person(None, row.get("actor_id")):  # people used the pages
                 record_event(session, **row)
         self.rows.clear()
 

@@ -58,7 +58,7 @@ from webapp.services.access import (
     prepare_submission,
     request_id_for_workflow,
 )
-from webapp.services.audit import Via, acting_through
+from webapp.services.audit import Via, acting_person, acting_through
 from webapp.services.extensions import Extended
 from webapp.services.identity import Principal
 from webapp.services.notifications import Message
@@ -118,7 +118,7 @@ def create_grant(request_id: int) -> GrantFacts:
 @datasource.transaction()
 def end_grant(grant_id: int, reason: str, actor_id: int | None = None, note: str = "",
               token_id: int | None = None) -> EndedGrant:
-    with acting_through(token_id, None if actor_id is None else "web"):  # a person revokes from the web or the API
+    with acting_person(token_id, actor_id):
         return changes.end_grant(datasource.session(), grant_id, reason, workflow_id=DBOS.workflow_id,
                                  actor_id=actor_id, note=note)
 

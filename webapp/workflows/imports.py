@@ -54,7 +54,7 @@ from webapp.core.models import (
     ChunkStatus,
     ImportStatus,
 )
-from webapp.services.audit import acting_through
+from webapp.services.audit import acting_person
 from webapp.services.people_import import jobs, runs, tracing
 from webapp.services.people_import.jobs import ImportRefused
 from webapp.services.people_import.orders import (
@@ -136,13 +136,13 @@ def _transaction(*, read_committed: bool = False) -> Callable[[Callable[P, R]], 
 
 @_transaction()
 def create_job(order: NewJob) -> JobFacts:
-    with acting_through(order.get("token_id"), "web" if order.get("actor_id") else None):
+    with acting_person(order.get("token_id"), order.get("actor_id")):
         return runs.create_job(datasource.session(), order, workflow_id=DBOS.workflow_id or "")
 
 
 @_transaction()
 def begin_run(order: NewRun) -> JobFacts | RunRefused:
-    with acting_through(order.get("token_id"), "web" if order.get("actor_id") else None):
+    with acting_person(order.get("token_id"), order.get("actor_id")):
         return runs.begin_run(datasource.session(), order, workflow_id=DBOS.workflow_id or "")
 
 
