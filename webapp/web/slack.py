@@ -56,7 +56,7 @@ def signed_by_slack(secret: str, body: bytes, headers: Any) -> bool:
 
 
 def _directory(request: Request) -> SlackDirectory:
-    """One per app: its cache spares Slack's API a call per click."""
+    """One per app, with the app's Web API client: its cache spares Slack's API a call per click."""
     directory: SlackDirectory | None = getattr(request.app.state, "slack_directory", None)
     if directory is None:
         settings: Settings = request.app.state.settings
@@ -79,9 +79,14 @@ async def _person(request: Request, slack_user_id: str) -> Principal | str:
     return person
 
 
+def from_slack(settings: Settings, response_url: str) -> bool:
+    """Replies go only where Slack's response URLs point (SLACK_RESPONSE_URL_PREFIX)."""
+    return response_url.startswith(settings.slack_response_url_prefix)
+
+
 def _reply_later(settings: Settings, response_url: str, text: str) -> Response:
     """Acknowledge now; tell the clicker `text` (only them) once the answer is sent."""
-    if not response_url.startswith(settings.slack_response_url_prefix):
+    if not from_slack(settings, response_url):
         return Response(status_code=200)
     return Response(status_code=200, background=BackgroundTask(_post_quietly, response_url, ephemeral(text)))
 
@@ -128,7 +133,7 @@ async def _button(request: Request, settings: Settings, payload: dict[str, Any],
     person = await _person(request, slack_user)
     if isinstance(person, str):
         return _reply_later(settings, response_url, person)
-    if not response_url.startswith(settings.slack_response_url_prefix):
+    if not from_slack(settings, response_url):
         return _error(400, "The response_url is not Slack's (SLACK_RESPONSE_URL_PREFIX).")
     original = (payload.get("message") or {}).get("blocks") or []
     try:
@@ -141,7 +146,8 @@ async def _button(request: Request, settings: Settings, payload: dict[str, Any],
         return _reply_later(settings, response_url, f"Nothing changed: {refusal}")
     modal = reject_modal(request_id, resource, response_url, original)
     try:
-        await run_in_threadpool(_open_modal, settings, str(payload.get("trigger_id", "")), modal)
+        await run_in_threadpool(lambda: _directory(request).client.views_open(
+            trigger_id=str(payload.get("trigger_id", "")), view=modal))
     except SlackApiError as error:
         log.warning("slack views.open failed", extra={"error": str(error.response.get("error"))})
         return _reply_later(settings, response_url, "Slack did not open the form; reject on the request's page.")
@@ -155,11 +161,6 @@ def _pending_resource(session: Session, person: Principal, request_id: int) -> s
                               .where(AccessRequest.id == request_id)))
 
 
-def _open_modal(settings: Settings, trigger_id: str, view: dict[str, Any]) -> None:
-    WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url, timeout=5).views_open(
-        trigger_id=trigger_id, view=view)
-
-
 async def _reject_submitted(request: Request, settings: Settings, payload: dict[str, Any], slack_user: str) -> Response:
     view = payload["view"]
     try:
@@ -171,7 +172,7 @@ async def _reject_submitted(request: Request, settings: Settings, payload: dict[
         return _error(400, "Expected Gatehouse's reject form.")
     if len(reason) < 3 or len(reason) > 1000:
         return _modal_error("Say why in 3 to 1,000 characters: the requester will read it.")
-    if not response_url.startswith(settings.slack_response_url_prefix):
+    if not from_slack(settings, response_url):
         return _error(400, "The response_url is not Slack's (SLACK_RESPONSE_URL_PREFIX).")
     person = await _person(request, slack_user)
     if isinstance(person, str):

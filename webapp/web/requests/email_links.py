@@ -8,12 +8,13 @@ visitor is sent to sign in and comes back here. The rules: webapp.services.decis
 
 from __future__ import annotations
 
+from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from webapp.core.forms import parse_form
 from webapp.core.models import utcnow
-from webapp.services.access import request_view
+from webapp.services.access import RequestView, request_view
 from webapp.services.decision_links import PATH, DecisionLink, check_link, read_link
 from webapp.services.request_table import request_url
 from webapp.web.flash import redirect_with
@@ -38,9 +39,13 @@ def _link(request: Request) -> DecisionLink:
 async def link_page(request: Request) -> Response:
     """What the link would decide, with the form that decides it."""
     link = _link(request)
-    await _may_use(request, link)
     principal = current_principal(request)
-    view = await request.app.state.db.in_session(lambda s: request_view(s, principal, link.request_id))
+
+    def usable_view(session: Session) -> RequestView:
+        check_link(session, link, principal, now=utcnow())
+        return request_view(session, principal, link.request_id)
+
+    view = await request.app.state.db.in_session(usable_view)  # one session: the check and what it shows
     return render(request, "decision_link.html", {"link": link, "view": view,
                                                   "action": PATH + request.path_params["token"]})
 
