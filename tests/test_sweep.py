@@ -3,10 +3,12 @@ an audit event; a request whose workflow still waits is left to it."""
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from dbos import DBOS
 from starlette.testclient import TestClient
@@ -17,6 +19,7 @@ from support.web import sign_in
 from webapp.app import create_app
 from webapp.core.db import Database
 from webapp.core.models import AccessRequest, AuditEvent, Grant, utcnow
+from webapp.services.grants import announce_expiring
 from webapp.workflows.sweep import schedule
 
 
@@ -58,6 +61,36 @@ def test_orphaned_requests_expire_and_waiting_ones_are_left(settings, database: 
         events = session.execute(sa.select(AuditEvent.actor, AuditEvent.action)
                                  .where(AuditEvent.subject == f"request:{orphan_id}")).all()
     assert [tuple(e) for e in events] == [("sweep", "request.expired")], "expired once, audited once"
+
+
+def test_two_overlapping_sweeps_announce_a_grant_once(on_postgres: bool, database: Database,
+                                                      people: dict[str, Any]) -> None:
+    """The first sweep has not committed when the second looks: the second waits for it, then
+    sees its announcement (without the wait, both saw none and both announced)."""
+    if not on_postgres:
+        pytest.skip("SQLite has one writer at a time: two sweeps cannot overlap there")
+    resource_id = make_resource(database, people)
+    now = utcnow()
+    with database.session() as session:
+        session.add(Grant(user_id=people["member"].id, resource_id=resource_id, granted_at=now - timedelta(days=7),
+                          expires_at=now + timedelta(hours=2)))
+    counts: list[int] = []
+    with database.session() as first:
+        assert announce_expiring(first, now, settled=timedelta(0), limit=10) == 1
+
+        def second_sweep() -> None:
+            with database.session() as second:
+                counts.append(announce_expiring(second, now, settled=timedelta(0), limit=10))
+
+        overlapping = threading.Thread(target=second_sweep)
+        overlapping.start()
+        overlapping.join(timeout=1.0)
+        assert overlapping.is_alive(), "the second sweep waits while the first has not committed"
+    overlapping.join(timeout=10)
+    assert counts == [0]
+    with database.session() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(AuditEvent).where(
+            AuditEvent.action == "grant.expiring")) == 1
 
 
 def test_grants_about_to_end_are_announced_once(settings, database: Database,  # type: ignore[no-untyped-def]

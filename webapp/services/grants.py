@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from webapp.core.models import AuditEvent, Grant, Resource, User
 from webapp.services.audit import Action, record_event
 
+ANNOUNCE_LOCK = 0x6774_6578  # pg_advisory_xact_lock key for announce_expiring ("gtex")
 EXPIRING_WINDOW = timedelta(hours=24)  # the dashboard's "expiring soon" (webapp.services.overview.SOON)
 
 
@@ -46,7 +47,13 @@ def announce_expiring(session: Session, moment: datetime, *, settled: timedelta,
     """One `grant.expiring` audit event per active grant that ends within EXPIRING_WINDOW of
     `moment`, was granted more than `settled` ago and has not been announced yet. Grants that
     were shorter than the window to begin with are not announced: they were "ending soon"
-    from the start (and the request's workflow sends its own reminder before the end)."""
+    from the start (and the request's workflow sends its own reminder before the end).
+
+    Two sweeps may overlap (a slow tick, a second process): on PostgreSQL they take turns on a
+    transaction lock, and the second one's query, a new statement, sees what the first wrote,
+    so a grant is announced once. (SQLite runs one writer at a time anyway.)"""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": ANNOUNCE_LOCK})
     announced = sa.select(AuditEvent.id).where(
         AuditEvent.action == Action.GRANT_EXPIRING,
         AuditEvent.subject == sa.literal("grant:", sa.String) + sa.cast(Grant.id, sa.String))
