@@ -51,7 +51,9 @@ def announce_expiring(session: Session, moment: datetime, *, settled: timedelta,
 
     Two sweeps may overlap (a slow tick, a second process): on PostgreSQL they take turns on a
     transaction lock, and the second one's query, a new statement, sees what the first wrote,
-    so a grant is announced once. (SQLite runs one writer at a time anyway.)"""
+    so a grant is announced once. On SQLite a read takes no write lock, so two overlapping
+    ticks of the one process can still both look before either writes; running the sweep's
+    schedule on a queue of concurrency 1 would close that too (not done yet)."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": ANNOUNCE_LOCK})
     announced = sa.select(AuditEvent.id).where(
